@@ -1,0 +1,58 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "MailGate",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "mailgate", targets: ["mailgate"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // Debian C libraries, through pkg-config (installed by bin/setup).
+        .systemLibrary(name: "CLDNS", pkgConfig: "ldns",
+                       providers: [.apt(["libldns-dev"])]),
+        .systemLibrary(name: "COpenDKIM", pkgConfig: "opendkim",
+                       providers: [.apt(["libopendkim-dev"])]),
+        .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
+
+        .target(name: "SMTPProtocol",
+                dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
+        .target(name: "DNSResolver", dependencies: ["CLDNS"]),
+        .target(name: "MailAuth", dependencies: ["COpenDKIM"]),
+        .target(name: "DecisionLog", dependencies: ["CLibCrypto"]),
+        .target(name: "PolicyEngine",
+                dependencies: ["SMTPProtocol", "DecisionLog"]),
+        .target(name: "Checks", dependencies: ["PolicyEngine", "SMTPProtocol"]),
+        .target(name: "Gateway",
+                dependencies: [
+                    "SMTPProtocol", "PolicyEngine", "Checks", "DecisionLog",
+                    "DNSResolver", "MailAuth",
+                    .product(name: "NIOCore", package: "swift-nio"),
+                    .product(name: "NIOPosix", package: "swift-nio"),
+                    .product(name: "Logging", package: "swift-log"),
+                    .product(name: "Yams", package: "Yams"),
+                ]),
+        .executableTarget(name: "mailgate",
+                          dependencies: [
+                              "Gateway", "DecisionLog", "DNSResolver", "MailAuth",
+                              .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                          ]),
+
+        .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
+        .testTarget(name: "DecisionLogTests", dependencies: ["DecisionLog"]),
+        .testTarget(name: "ChecksTests", dependencies: ["Checks", "PolicyEngine", "SMTPProtocol"]),
+        .testTarget(name: "GatewayTests",
+                    dependencies: [
+                        "Gateway", "DecisionLog", "SMTPProtocol",
+                        .product(name: "NIOCore", package: "swift-nio"),
+                        .product(name: "NIOPosix", package: "swift-nio"),
+                    ]),
+    ]
+)

@@ -1,0 +1,4 @@
+#include <stdint.h>
+#include <stdbool.h>
+#include <sys/types.h>
+#include <dkim.h>

@@ -1,0 +1,105 @@
+import NIOCore
+
+/// Reads the DATA phase line by line (RFC 5321 §4.1.1.4, §4.5.2, §2.3.8).
+///
+/// Only `<CRLF>.<CRLF>` ends the data: a `.` line that follows or carries a bare LF does not,
+/// so a client cannot smuggle a second message past a downstream that reads line endings
+/// differently. Any bare LF, bare CR or NUL marks the message as refused; the reader keeps
+/// consuming until the real end so that the session stays in step with the client, and
+/// nothing of such a message is ever forwarded.
+public struct DataReader: Sendable {
+    public enum Problem: Sendable, Equatable {
+        case bareLF, bareCR, nul, lineTooLong
+
+        public var reply: SMTPReply {
+            switch self {
+            case .bareLF: return SMTPReply(550, "5.6.0", "Message refused: bare LF in message text (RFC 5321 2.3.8)")
+            case .bareCR: return SMTPReply(550, "5.6.0", "Message refused: bare CR in message text (RFC 5321 2.3.8)")
+            case .nul: return SMTPReply(550, "5.6.0", "Message refused: NUL octet in message text")
+            case .lineTooLong: return SMTPReply(500, "5.5.2", "Message refused: line longer than 1000 octets (RFC 5321 4.5.3.1.6)")
+            }
+        }
+        public var name: String {
+            switch self {
+            case .bareLF: return "bare-lf"
+            case .bareCR: return "bare-cr"
+            case .nul: return "nul"
+            case .lineTooLong: return "line-too-long"
+            }
+        }
+    }
+
+    public enum Event: Sendable, Equatable {
+        /// Message content: one unstuffed line with its CRLF.
+        case content(ByteBuffer)
+        /// The empty line between header and body was just seen (it is also delivered as
+        /// content right after this event).
+        case headersComplete
+        /// `<CRLF>.<CRLF>`: end of data.
+        case end
+    }
+
+    public let maxLineLength: Int
+    public private(set) var problem: Problem?
+    public private(set) var inHeader = true
+    /// Octets of unstuffed content so far (CRLF counted as two).
+    public private(set) var size = 0
+    private var previousEndedWithCRLF = true
+
+    public init(maxLineLength: Int = 1000) {
+        self.maxLineLength = maxLineLength
+    }
+
+    /// Feeds one line; returns up to two events in order.
+    public mutating func feed(_ line: SMTPLine) -> [Event] {
+        let view = line.bytes.readableBytesView
+        if line.ending == .crlf, previousEndedWithCRLF, !line.overflow, view.count == 1, view.first == UInt8(ascii: ".") {
+            return [.end]
+        }
+        previousEndedWithCRLF = line.ending == .crlf
+        if problem == nil {
+            if line.ending == .bareLF { problem = .bareLF }
+            else if line.overflow || line.wireLength > maxLineLength { problem = .lineTooLong }
+            else if line.containsBareCR { problem = .bareCR }
+            else if line.containsNUL { problem = .nul }
+        }
+        var content = line.bytes
+        if content.readableBytesView.first == UInt8(ascii: ".") { content.moveReaderIndex(forwardBy: 1) }
+        size += content.readableBytes + 2
+        if problem != nil { return [] }
+        var events: [Event] = []
+        if inHeader && content.readableBytes == 0 {
+            inHeader = false
+            events.append(.headersComplete)
+        }
+        events.append(.content(content))
+        return events
+    }
+}
+
+/// Dot-stuffs message content for the wire (the inverse of `DataReader`). Content is given
+/// in arbitrary chunks; line starts are tracked across chunks.
+public struct DotStuffer: Sendable {
+    private var atLineStart = true
+    public init() {}
+
+    public mutating func stuff(_ chunk: ByteBuffer, into out: inout ByteBuffer) {
+        let v = chunk.readableBytesView
+        var runStart = v.startIndex
+        var i = v.startIndex
+        while i < v.endIndex {
+            let b = v[i]
+            if atLineStart && b == UInt8(ascii: ".") {
+                out.writeBytes(v[runStart..<i])
+                out.writeInteger(UInt8(ascii: "."))
+                runStart = i
+            }
+            atLineStart = b == 10
+            i += 1
+        }
+        out.writeBytes(v[runStart..<v.endIndex])
+    }
+
+    /// The end-of-data marker; adds a CRLF first if the content did not end with one.
+    public func terminator() -> String { atLineStart ? ".\r\n" : "\r\n.\r\n" }
+}

@@ -1,0 +1,102 @@
+import NIOCore
+
+/// One line from the client, without its line ending.
+public struct SMTPLine: Sendable, Equatable {
+    public enum Ending: Sendable, Equatable {
+        /// `<CRLF>`, the only line ending SMTP knows.
+        case crlf
+        /// A bare `<LF>` with no CR before it.
+        case bareLF
+    }
+
+    /// The line's bytes without the ending; truncated to the framer's limit when `overflow`.
+    public var bytes: ByteBuffer
+    public var ending: Ending
+    /// The length of the whole line on the wire, ending included (saturating at limit + 1
+    /// for overlong lines, whose excess bytes are discarded unread).
+    public var wireLength: Int
+    /// True when the line was longer than the framer's limit.
+    public var overflow: Bool
+
+    public init(bytes: ByteBuffer, ending: Ending, wireLength: Int, overflow: Bool) {
+        self.bytes = bytes
+        self.ending = ending
+        self.wireLength = wireLength
+        self.overflow = overflow
+    }
+
+    /// True when a CR stands anywhere but right before the final LF.
+    public var containsBareCR: Bool { bytes.readableBytesView.contains(13) }
+    public var containsNUL: Bool { bytes.readableBytesView.contains(0) }
+}
+
+/// Splits the inbound byte stream at LF into `SMTPLine`s. Memory is bounded: a line longer
+/// than `maxLineLength` octets is not buffered; its excess is dropped and the line is
+/// delivered with `overflow` set once its LF arrives.
+public struct SMTPLineFramer: ByteToMessageDecoder, Sendable {
+    public typealias InboundOut = SMTPLine
+
+    public let maxLineLength: Int
+    private var discarding = false
+    private var discardedHead: ByteBuffer?
+    private var searchedUpTo = 0
+
+    /// - Parameter maxLineLength: the longest line kept, CRLF included (1000 for SMTP text
+    ///   lines; command lines are checked against their own 512 limit by the session).
+    public init(maxLineLength: Int = 1000) {
+        self.maxLineLength = maxLineLength
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let line = nextLine(&buffer) else { return .needMoreData }
+        context.fireChannelRead(Self.wrapInboundOut(line))
+        return .continue
+    }
+
+    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        // A partial line at EOF is not a command; drop it.
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        buffer.clear()
+        return .needMoreData
+    }
+
+    /// The framing itself, usable without a channel (tests, fuzzing).
+    public mutating func nextLine(_ buffer: inout ByteBuffer) -> SMTPLine? {
+        let view = buffer.readableBytesView
+        let start = view.startIndex + min(searchedUpTo, view.count)
+        if let lf = view[start...].firstIndex(of: 10) {
+            let length = lf - view.startIndex + 1
+            searchedUpTo = 0
+            if discarding {
+                discarding = false
+                var head = discardedHead ?? ByteBuffer()
+                discardedHead = nil
+                buffer.moveReaderIndex(forwardBy: length)
+                head.moveWriterIndex(to: min(head.writerIndex, maxLineLength))
+                return SMTPLine(bytes: head, ending: .crlf, wireLength: maxLineLength + 1, overflow: true)
+            }
+            var line = buffer.readSlice(length: length)!
+            var ending = SMTPLine.Ending.bareLF
+            line.moveWriterIndex(to: line.writerIndex - 1)
+            if line.readableBytesView.last == 13 {
+                line.moveWriterIndex(to: line.writerIndex - 1)
+                ending = .crlf
+            }
+            let overflow = length > maxLineLength
+            return SMTPLine(bytes: line, ending: ending, wireLength: length, overflow: overflow)
+        }
+        // No LF yet.
+        if view.count > maxLineLength {
+            if !discarding {
+                discarding = true
+                discardedHead = buffer.getSlice(at: buffer.readerIndex, length: min(view.count, 64))
+            }
+            buffer.moveReaderIndex(forwardBy: view.count)
+            buffer.discardReadBytes()
+            searchedUpTo = 0
+        } else {
+            searchedUpTo = view.count
+        }
+        return nil
+    }
+}

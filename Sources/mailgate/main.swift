@@ -1,0 +1,1 @@
+import Gateway; import DNSResolver; import MailAuth; print(LDNSLibrary.version, OpenDKIMLibrary.version)
