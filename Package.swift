@@ -26,7 +26,7 @@ let package = Package(
                 dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
         .target(name: "DNSResolver", dependencies: ["CLDNS"]),
         .target(name: "MailAuth", dependencies: ["COpenDKIM"]),
-        .target(name: "DecisionLog", dependencies: ["CLibCrypto"]),
+        .target(name: "DecisionLog", dependencies: ["CLibCrypto", "SMTPProtocol"]),
         .target(name: "PolicyEngine",
                 dependencies: ["SMTPProtocol", "DecisionLog"]),
         .target(name: "Checks", dependencies: ["PolicyEngine", "SMTPProtocol"]),

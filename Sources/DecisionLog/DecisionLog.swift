@@ -1,0 +1,265 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum LogDurability: Sendable, Equatable {
+    /// Every record is written and fsynced before whoever awaits it goes on.
+    case fsync
+    /// Records are written and fsynced together at most every `milliseconds`.
+    case groupCommit(milliseconds: Int)
+}
+
+public enum DecisionLogError: Error, CustomStringConvertible, Sendable {
+    case open(String, Int32)
+    case partialTail(String)
+    case unreadableTail(String)
+    case writeFailed(Int32)
+    case closed
+
+    public var description: String {
+        switch self {
+        case .open(let p, let e): return "cannot open decision log \(p): \(String(cString: strerror(e)))"
+        case .partialTail(let p): return "decision log \(p) ends with a partial record; run `mailgate log verify \(p)` and move the file aside"
+        case .unreadableTail(let p): return "decision log \(p): last record is not valid; run `mailgate log verify \(p)`"
+        case .writeFailed(let e): return "decision log write failed: \(String(cString: strerror(e)))"
+        case .closed: return "decision log is closed"
+        }
+    }
+}
+
+/// The append-only decision log. Thread-safe; appends never block on I/O — a dedicated
+/// writer thread writes and fsyncs, and `appendDurably` suspends until its record is on disk.
+public final class DecisionLog: @unchecked Sendable {
+    public let path: String
+    public let durability: LogDurability
+    private let fd: Int32
+    private let cond = NSCondition()
+    // Guarded by cond:
+    private var seq: Int
+    private var prevHash: String
+    private var pending: [UInt8] = []
+    private var pendingLastSeq = 0
+    private var pendingLastHash = ""
+    private var waiters: [CheckedContinuation<Void, Error>] = []
+    private var failure: DecisionLogError?
+    private var closing = false
+    private var writerDone = false
+    private var inFlight = false
+    private var thread: Thread?
+
+    public init(path: String, durability: LogDurability = .groupCommit(milliseconds: 5)) throws {
+        self.path = path
+        self.durability = durability
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw DecisionLogError.open(path, errno) }
+        self.fd = fd
+        do {
+            let (s, h) = try DecisionLog.readTail(path: path)
+            self.seq = s
+            self.prevHash = h
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        let t = Thread { [unowned self] in self.writerLoop() }
+        t.name = "decision-log"
+        self.thread = t
+        t.start()
+    }
+
+    /// The last record's sequence number and hash, or (0, zeros) for an empty file.
+    static func readTail(path: String) throws -> (Int, String) {
+        guard let fh = FileHandle(forReadingAtPath: path) else { return (0, Digest.zero) }
+        defer { try? fh.close() }
+        let end = try fh.seekToEnd()
+        if end == 0 { return (0, Digest.zero) }
+        let start = end > 1 << 20 ? end - (1 << 20) : 0
+        try fh.seek(toOffset: start)
+        let data = try fh.readToEnd() ?? Data()
+        guard data.last == 10 else { throw DecisionLogError.partialTail(path) }
+        let body = data.dropLast()
+        let lineStart = body.lastIndex(of: 10).map { $0 + 1 } ?? body.startIndex
+        let line = body[lineStart...]
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+              let s = obj["seq"] as? Int else { throw DecisionLogError.unreadableTail(path) }
+        return (s, Digest.sha256Hex(Array(line)))
+    }
+
+    /// True while records can be written. A gateway that sees false tempfails mail.
+    public var isHealthy: Bool {
+        cond.lock(); defer { cond.unlock() }
+        return failure == nil && !closing
+    }
+
+    /// Numbers, chains and queues a record; returns at once. Returns the sequence number.
+    @discardableResult
+    public func append(_ record: LogRecord) -> Int {
+        cond.lock()
+        defer { cond.unlock() }
+        return enqueueLocked(record)
+    }
+
+    /// Appends and suspends until the record is durable (per the log's durability).
+    public func appendDurably(_ record: LogRecord) async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
+            cond.lock()
+            if let f = failure { cond.unlock(); c.resume(throwing: f); return }
+            if closing { cond.unlock(); c.resume(throwing: DecisionLogError.closed); return }
+            enqueueLocked(record)
+            waiters.append(c)
+            cond.unlock()
+        }
+    }
+
+    /// Waits until everything appended so far is durable.
+    public func flush() async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
+            cond.lock()
+            if let f = failure { cond.unlock(); c.resume(throwing: f); return }
+            if pending.isEmpty && !inFlight { cond.unlock(); c.resume(); return }
+            waiters.append(c)
+            cond.signal()
+            cond.unlock()
+        }
+    }
+
+    @discardableResult
+    private func enqueueLocked(_ record: LogRecord) -> Int {
+        if failure != nil || closing { return -1 }
+        seq += 1
+        var line = "{\"seq\":\(seq),\"ts\":"
+        JSONValue.writeString(Timestamp.now(), into: &line)
+        line += ",\"prev\":\"\(prevHash)\",\"event\":"
+        JSONValue.writeString(record.event, into: &line)
+        if let s = record.session {
+            line += ",\"session\":"
+            JSONValue.writeString(s, into: &line)
+        }
+        for (k, v) in record.fields {
+            line += ","
+            JSONValue.writeString(k, into: &line)
+            line += ":"
+            v.write(into: &line)
+        }
+        line += "}"
+        var utf8 = Array(line.utf8)
+        prevHash = Digest.sha256Hex(utf8)
+        utf8.append(10)
+        let wasEmpty = pending.isEmpty
+        pending.append(contentsOf: utf8)
+        pendingLastSeq = seq
+        pendingLastHash = prevHash
+        if wasEmpty { cond.signal() }
+        return seq
+    }
+
+    private func writerLoop() {
+        let delay: Double
+        switch durability {
+        case .fsync: delay = 0
+        case .groupCommit(let ms): delay = Double(ms) / 1000
+        }
+        while true {
+            cond.lock()
+            while pending.isEmpty && waiters.isEmpty && !closing { cond.wait() }
+            if pending.isEmpty && closing {
+                writerDone = true
+                let ws = waiters; waiters = []
+                cond.unlock()
+                ws.forEach { $0.resume() }
+                return
+            }
+            if delay > 0 && !closing {
+                // Group commit: let more records gather, unless someone is waiting on a
+                // flush of records that are already all here.
+                cond.unlock()
+                Thread.sleep(forTimeInterval: delay)
+                cond.lock()
+            }
+            let batch = pending
+            pending = []
+            pending.reserveCapacity(batch.count)
+            let ws = waiters
+            waiters = []
+            let lastSeq = pendingLastSeq, lastHash = pendingLastHash
+            inFlight = true
+            cond.unlock()
+
+            var err: Int32 = 0
+            if !batch.isEmpty {
+                err = writeAll(batch)
+                if err == 0 && fdatasync(fd) != 0 { err = errno }
+                if err == 0 { writeHead(seq: lastSeq, hash: lastHash) }
+            }
+            cond.lock()
+            inFlight = false
+            cond.unlock()
+            if err != 0 {
+                cond.lock()
+                failure = .writeFailed(err)
+                let more = waiters; waiters = []
+                pending = []
+                cond.unlock()
+                FileHandle.standardError.write("mailgate: \(DecisionLogError.writeFailed(err)); refusing mail until restart\n".data(using: .utf8)!)
+                (ws + more).forEach { $0.resume(throwing: DecisionLogError.writeFailed(err)) }
+            } else {
+                ws.forEach { $0.resume() }
+            }
+        }
+    }
+
+    private func writeAll(_ bytes: [UInt8]) -> Int32 {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeBytes { p in write(fd, p.baseAddress! + off, p.count - off) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return errno
+            }
+            off += n
+        }
+        return 0
+    }
+
+    private func writeHead(seq: Int, hash: String) {
+        let tmp = path + ".head.tmp"
+        let text = "{\"seq\":\(seq),\"hash\":\"\(hash)\"}\n"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { return }
+        _ = text.utf8CString.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count - 1) }
+        Glibc.close(fd)
+        rename(tmp, path + ".head")
+    }
+
+    /// Writes out what is queued and closes the file.
+    public func close() {
+        cond.lock()
+        if closing { cond.unlock(); return }
+        closing = true
+        cond.signal()
+        while !writerDone { cond.unlock(); Thread.sleep(forTimeInterval: 0.001); cond.lock() }
+        cond.unlock()
+        Glibc.close(fd)
+    }
+}
+
+/// RFC 3339 timestamps in UTC with milliseconds, without Foundation's formatters.
+public enum Timestamp {
+    public static func now() -> String {
+        var tv = timeval()
+        gettimeofday(&tv, nil)
+        return format(seconds: Int(tv.tv_sec), millis: Int(tv.tv_usec) / 1000)
+    }
+
+    public static func format(seconds: Int, millis: Int) -> String {
+        var t = time_t(seconds)
+        var tmv = tm()
+        gmtime_r(&t, &tmv)
+        func p2(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let ms = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
+        return "\(tmv.tm_year + 1900)-\(p2(tmv.tm_mon + 1))-\(p2(tmv.tm_mday))T\(p2(tmv.tm_hour)):\(p2(tmv.tm_min)):\(p2(tmv.tm_sec)).\(ms)Z"
+    }
+}

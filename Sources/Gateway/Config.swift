@@ -1,0 +1,442 @@
+/// Gateway: the running gateway — listeners, SMTP sessions, the downstream client and the
+/// configuration that ties them together.
+///
+/// This module is the NIO glue around the pure parts: `SMTPProtocol` frames and parses,
+/// `PolicyEngine` runs the checks, `DecisionLog` records; here a listener accepts
+/// connections, a session drives one client through the stages, the message is spooled
+/// (memory, then a temporary file) and forwarded to the downstream SMTP server or Maildir,
+/// and the client hears 250 only after the downstream has said 250.
+import Foundation
+import SMTPProtocol
+import Yams
+
+/// One listener, with James' option names and meanings.
+public struct ListenerConfig: Sendable {
+    public enum HelloName: Sendable, Equatable {
+        case autodetect
+        case name(String)
+    }
+    public var name = "smtp"
+    /// `address:port` to bind; `[::1]:25` for IPv6.
+    public var bind: [String] = ["127.0.0.1:2525"]
+    public var connectBacklog = 200
+    public var helloName: HelloName = .autodetect
+    public var smtpGreeting: String?
+    /// Idle timeout, seconds.
+    public var connectionTimeout = 300
+    /// 0 = unlimited.
+    public var connectionLimit = 0
+    public var connectionLimitPerIP = 0
+    /// KB (1024 octets); 0 = unlimited.
+    public var maxmessagesize = 0
+    public var maxRecipients = 100
+    public var maxUnrecognizedCommands = 10
+    public var heloEhloEnforcement = true
+    public var addressBracketsEnforcement = true
+    public var authorizedAddresses: [IPNetwork] = [IPNetwork("127.0.0.0/8")!, IPNetwork("::1/128")!]
+    /// Reserved for the TLS/AUTH/LMTP issue: accepted and validated, not yet acted on.
+    public var tls = false
+    public var authRequired = "false"
+    public var verifyIdentity = true
+    public var `protocol` = "smtp"
+    public var handlerchain: [String] = ["size", "helo"]
+
+    public init() {}
+
+    public var maxMessageOctets: Int { maxmessagesize * 1024 }
+
+    public var resolvedHelloName: String {
+        switch helloName {
+        case .name(let n): return n
+        case .autodetect:
+            var buf = [CChar](repeating: 0, count: 256)
+            guard gethostname(&buf, buf.count) == 0 else { return "localhost" }
+            let len = buf.firstIndex(of: 0) ?? buf.count
+            let h = String(decoding: buf[..<len].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return h.isEmpty ? "localhost" : h
+        }
+    }
+
+    public func isAuthorized(_ ip: IPAddress) -> Bool {
+        authorizedAddresses.contains { $0.contains(ip) }
+    }
+}
+
+public struct DownstreamConfig: Sendable {
+    public var targets: [String] = ["maildir:var/mail"]
+    public var connectTimeout = 10
+    public var commandTimeout = 60
+    public var dataTimeout = 600
+    public var retryPeriod = 60
+    public var poolSize = 16
+    public var maxMessagesPerConnection = 1000
+    public init() {}
+}
+
+public struct LogConfig: Sendable {
+    public var path = "var/decisions.log"
+    /// "group" or "fsync".
+    public var durability = "group"
+    public var groupCommitMs = 5
+    public init() {}
+}
+
+public struct HeloCheckConfig: Sendable {
+    public var literalMustMatchClient = false
+    public var checkAuthorized = false
+    public var reject = true
+    public var score = 1.0
+    public init() {}
+}
+
+public struct GatewayConfig: Sendable {
+    public var listeners: [ListenerConfig] = [ListenerConfig()]
+    public var domains: [String] = ["localhost", "localhost.localdomain"]
+    public var downstream = DownstreamConfig()
+    public var log = LogConfig()
+    public var spoolDirectory = "var/spool"
+    public var spoolMemoryLimit = 256 * 1024
+    public var shutdownGracePeriod = 30
+    public var checkTimeout = 30
+    public var helo = HeloCheckConfig()
+
+    public init() {}
+
+    public static let knownChecks: Set<String> = ["size", "helo"]
+
+    public func isLocal(domain: String) -> Bool {
+        var d = domain.lowercased()
+        if d.hasSuffix(".") { d.removeLast() }
+        return domains.contains { $0.lowercased() == d }
+    }
+}
+
+/// A configuration error at a place in the file.
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public var file: String
+    public var line: Int
+    public var message: String
+    public var description: String { "\(file):\(line): \(message)" }
+}
+
+/// Reads the YAML configuration, refusing unknown keys and bad values with `file:line`.
+public enum ConfigLoader {
+    public static func load(path: String) throws -> GatewayConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw [ConfigError(file: path, line: 0, message: "cannot read file")]
+        }
+        return try parse(String(decoding: data, as: UTF8.self), file: path)
+    }
+
+    /// Throws `[ConfigError]` listing every problem found.
+    public static func parse(_ text: String, file: String) throws -> GatewayConfig {
+        var r = Reader(file: file)
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let e as YamlError {
+            var line = 0
+            if case .scanner(_, _, let mark, _) = e { line = mark.line }
+            if case .parser(_, _, let mark, _) = e { line = mark.line }
+            throw [ConfigError(file: file, line: line, message: "YAML syntax error: \(e)")]
+        }
+        var cfg = GatewayConfig()
+        if let root { r.readRoot(root, into: &cfg) }
+        if !r.errors.isEmpty { throw r.errors }
+        return cfg
+    }
+
+    struct Reader {
+        let file: String
+        var errors: [ConfigError] = []
+
+        mutating func fail(_ n: Node?, _ msg: String) {
+            errors.append(ConfigError(file: file, line: n?.mark?.line ?? 0, message: msg))
+        }
+
+        mutating func mapping(_ n: Node, _ what: String, allowed: Set<String>) -> [(String, Node, Node)] {
+            guard let m = n.mapping else { fail(n, "\(what) must be a mapping"); return [] }
+            var out: [(String, Node, Node)] = []
+            var seen = Set<String>()
+            for (k, v) in m {
+                guard let key = k.string else { fail(k, "\(what): keys must be strings"); continue }
+                if !allowed.contains(key) {
+                    fail(k, "unknown key '\(key)' in \(what) (known: \(allowed.sorted().joined(separator: ", ")))")
+                    continue
+                }
+                if !seen.insert(key).inserted { fail(k, "duplicate key '\(key)' in \(what)") }
+                out.append((key, k, v))
+            }
+            return out
+        }
+
+        mutating func int(_ n: Node, _ key: String, min: Int = 0) -> Int? {
+            guard let s = n.scalar?.string, let v = Int(s) else { fail(n, "'\(key)' must be an integer"); return nil }
+            guard v >= min else { fail(n, "'\(key)' must be at least \(min)"); return nil }
+            return v
+        }
+
+        mutating func bool(_ n: Node, _ key: String) -> Bool? {
+            switch n.scalar?.string.lowercased() {
+            case "true", "yes", "on": return true
+            case "false", "no", "off": return false
+            default: fail(n, "'\(key)' must be true or false"); return nil
+            }
+        }
+
+        mutating func string(_ n: Node, _ key: String) -> String? {
+            guard let s = n.scalar?.string else { fail(n, "'\(key)' must be a string"); return nil }
+            return s
+        }
+
+        mutating func strings(_ n: Node, _ key: String) -> [String]? {
+            if let s = n.scalar?.string { return s.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+            guard let seq = n.sequence else { fail(n, "'\(key)' must be a list"); return nil }
+            var out: [String] = []
+            for item in seq {
+                guard let s = item.scalar?.string else { fail(item, "'\(key)' entries must be strings"); continue }
+                out.append(s)
+            }
+            return out
+        }
+
+        mutating func readRoot(_ n: Node, into c: inout GatewayConfig) {
+            let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks"]
+            for (key, _, v) in mapping(n, "top level", allowed: keys) {
+                switch key {
+                case "listeners":
+                    guard let seq = v.sequence, seq.count > 0 else { fail(v, "'listeners' must be a non-empty list"); continue }
+                    c.listeners = seq.map { readListener($0) }
+                    var names = Set<String>()
+                    for (i, l) in c.listeners.enumerated() where !names.insert(l.name).inserted {
+                        fail(Array(seq)[i], "duplicate listener name '\(l.name)'")
+                    }
+                case "domains":
+                    if let d = strings(v, key) {
+                        for s in d where !AddressParser.isDomain(Substring(s), allowUTF8: true) { fail(v, "'\(s)' is not a domain name") }
+                        c.domains = d
+                    }
+                case "downstream": readDownstream(v, into: &c.downstream)
+                case "log": readLog(v, into: &c.log)
+                case "spool":
+                    for (k, _, sv) in mapping(v, "spool", allowed: ["directory", "memoryLimit"]) {
+                        if k == "directory", let s = string(sv, k) { c.spoolDirectory = s }
+                        if k == "memoryLimit", let i = int(sv, k, min: 4096) { c.spoolMemoryLimit = i }
+                    }
+                case "shutdownGracePeriod": if let i = int(v, key) { c.shutdownGracePeriod = i }
+                case "checks": readChecks(v, into: &c)
+                default: break
+                }
+            }
+        }
+
+        mutating func readChecks(_ n: Node, into c: inout GatewayConfig) {
+            for (key, _, v) in mapping(n, "checks", allowed: ["timeout", "helo", "size"]) {
+                switch key {
+                case "timeout": if let i = int(v, key, min: 1) { c.checkTimeout = i }
+                case "size": _ = mapping(v, "checks.size", allowed: [])
+                case "helo":
+                    for (k, _, hv) in mapping(v, "checks.helo", allowed: ["literalMustMatchClient", "checkAuthorized", "reject", "score"]) {
+                        switch k {
+                        case "literalMustMatchClient": if let b = bool(hv, k) { c.helo.literalMustMatchClient = b }
+                        case "checkAuthorized": if let b = bool(hv, k) { c.helo.checkAuthorized = b }
+                        case "reject": if let b = bool(hv, k) { c.helo.reject = b }
+                        case "score":
+                            if let s = hv.scalar?.string, let d = Double(s) { c.helo.score = d } else { fail(hv, "'score' must be a number") }
+                        default: break
+                        }
+                    }
+                default: break
+                }
+            }
+        }
+
+        mutating func readListener(_ n: Node) -> ListenerConfig {
+            var l = ListenerConfig()
+            let keys: Set = ["name", "bind", "connectBacklog", "tls", "helloName", "smtpGreeting", "connectionTimeout",
+                             "connectionLimit", "connectionLimitPerIP", "authRequired", "authorizedAddresses",
+                             "verifyIdentity", "maxmessagesize", "heloEhloEnforcement", "addressBracketsEnforcement",
+                             "handlerchain", "maxRecipients", "maxUnrecognizedCommands", "protocol"]
+            for (key, _, v) in mapping(n, "listener", allowed: keys) {
+                switch key {
+                case "name": if let s = string(v, key) { l.name = s }
+                case "bind":
+                    if let b = strings(v, key) {
+                        for s in b where BindAddress(s) == nil { fail(v, "bad bind address '\(s)' (want address:port or [v6]:port)") }
+                        l.bind = b
+                    }
+                case "connectBacklog": if let i = int(v, key, min: 1) { l.connectBacklog = i }
+                case "tls":
+                    if let b = bool(v, key) {
+                        if b { fail(v, "'tls: true' is not implemented yet (STARTTLS arrives with the TLS/AUTH issue)") }
+                        l.tls = b
+                    }
+                case "helloName":
+                    if let m = v.mapping {
+                        var auto = false, name: String?
+                        for (k, _, hv) in mapping(Node.mapping(m), "helloName", allowed: ["autodetect", "name"]) {
+                            if k == "autodetect" { auto = bool(hv, k) ?? false }
+                            if k == "name" { name = string(hv, k) }
+                        }
+                        l.helloName = auto ? .autodetect : .name(name.flatMap { $0.isEmpty ? nil : $0 } ?? "localhost")
+                    } else if let s = string(v, key) {
+                        l.helloName = s == "autodetect" ? .autodetect : .name(s.isEmpty ? "localhost" : s)
+                    }
+                case "smtpGreeting": if let s = string(v, key) { l.smtpGreeting = s }
+                case "connectionTimeout": if let i = int(v, key, min: 1) { l.connectionTimeout = i }
+                case "connectionLimit": if let i = int(v, key) { l.connectionLimit = i }
+                case "connectionLimitPerIP": if let i = int(v, key) { l.connectionLimitPerIP = i }
+                case "authRequired":
+                    if let s = string(v, key) {
+                        guard ["true", "false", "announce"].contains(s.lowercased()) else { fail(v, "'authRequired' must be true, false or announce"); continue }
+                        if s.lowercased() != "false" { fail(v, "'authRequired: \(s)' is not implemented yet (SMTP AUTH arrives with the TLS/AUTH issue)") }
+                        l.authRequired = s.lowercased()
+                    }
+                case "authorizedAddresses":
+                    if let list = strings(v, key) {
+                        var nets: [IPNetwork] = []
+                        for s in list {
+                            if let net = IPNetwork(s) ?? resolveHostNetwork(s) { nets.append(net) } else { fail(v, "bad network '\(s)' in authorizedAddresses") }
+                        }
+                        l.authorizedAddresses = nets
+                    }
+                case "verifyIdentity": if let b = bool(v, key) { l.verifyIdentity = b }
+                case "maxmessagesize": if let i = int(v, key) { l.maxmessagesize = i }
+                case "heloEhloEnforcement": if let b = bool(v, key) { l.heloEhloEnforcement = b }
+                case "addressBracketsEnforcement": if let b = bool(v, key) { l.addressBracketsEnforcement = b }
+                case "maxRecipients": if let i = int(v, key, min: 1) { l.maxRecipients = i }
+                case "maxUnrecognizedCommands": if let i = int(v, key, min: 1) { l.maxUnrecognizedCommands = i }
+                case "protocol":
+                    if let s = string(v, key) {
+                        if s.lowercased() == "lmtp" { fail(v, "'protocol: lmtp' is not implemented yet (LMTP arrives with its issue)") }
+                        else if s.lowercased() != "smtp" { fail(v, "'protocol' must be smtp or lmtp") }
+                        l.protocol = s.lowercased()
+                    }
+                case "handlerchain":
+                    if let list = strings(v, key) {
+                        for s in list where !GatewayConfig.knownChecks.contains(s) {
+                            fail(v, "unknown check '\(s)' in handlerchain (known: \(GatewayConfig.knownChecks.sorted().joined(separator: ", ")))")
+                        }
+                        l.handlerchain = list
+                    }
+                default: break
+                }
+            }
+            return l
+        }
+
+        /// James allows a host name with an optional mask (`localhost/8`); resolved once at
+        /// load time.
+        func resolveHostNetwork(_ s: String) -> IPNetwork? {
+            let parts = s.split(separator: "/", maxSplits: 1)
+            let host = String(parts[0])
+            guard AddressParser.isDomain(Substring(host), allowUTF8: false) else { return nil }
+            var hints = addrinfo()
+            hints.ai_family = AF_UNSPEC
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            var res: UnsafeMutablePointer<addrinfo>?
+            guard getaddrinfo(host, nil, &hints, &res) == 0, let first = res else { return nil }
+            defer { freeaddrinfo(res) }
+            var ip: IPAddress?
+            if first.pointee.ai_family == AF_INET {
+                let sin = UnsafeRawPointer(first.pointee.ai_addr).load(as: sockaddr_in.self)
+                ip = .v4(UInt32(bigEndian: sin.sin_addr.s_addr))
+            } else if first.pointee.ai_family == AF_INET6 {
+                let sin6 = UnsafeRawPointer(first.pointee.ai_addr).load(as: sockaddr_in6.self)
+                ip = IPAddress(v6Bytes: withUnsafeBytes(of: sin6.sin6_addr) { Array($0) })
+            }
+            guard let addr = ip else { return nil }
+            let maskText = parts.count == 2 ? "/\(parts[1])" : ""
+            return IPNetwork("\(addr)\(maskText)")
+        }
+
+        mutating func readDownstream(_ n: Node, into d: inout DownstreamConfig) {
+            let keys: Set = ["targets", "connectTimeout", "commandTimeout", "dataTimeout", "retryPeriod", "poolSize", "maxMessagesPerConnection"]
+            for (key, _, v) in mapping(n, "downstream", allowed: keys) {
+                switch key {
+                case "targets":
+                    if let t = strings(v, key) {
+                        if t.isEmpty { fail(v, "'targets' must not be empty") }
+                        for s in t where DownstreamTarget(s) == nil { fail(v, "bad target '\(s)' (want smtp:host:port or maildir:PATH)") }
+                        d.targets = t
+                    }
+                case "connectTimeout": if let i = int(v, key, min: 1) { d.connectTimeout = i }
+                case "commandTimeout": if let i = int(v, key, min: 1) { d.commandTimeout = i }
+                case "dataTimeout": if let i = int(v, key, min: 1) { d.dataTimeout = i }
+                case "retryPeriod": if let i = int(v, key) { d.retryPeriod = i }
+                case "poolSize": if let i = int(v, key) { d.poolSize = i }
+                case "maxMessagesPerConnection": if let i = int(v, key, min: 1) { d.maxMessagesPerConnection = i }
+                default: break
+                }
+            }
+        }
+
+        mutating func readLog(_ n: Node, into l: inout LogConfig) {
+            for (key, _, v) in mapping(n, "log", allowed: ["path", "durability", "groupCommitMs"]) {
+                switch key {
+                case "path": if let s = string(v, key) { l.path = s }
+                case "durability":
+                    if let s = string(v, key) {
+                        guard ["group", "fsync"].contains(s) else { fail(v, "'durability' must be group or fsync"); continue }
+                        l.durability = s
+                    }
+                case "groupCommitMs": if let i = int(v, key, min: 1) { l.groupCommitMs = i }
+                default: break
+                }
+            }
+        }
+    }
+}
+
+extension Array: @retroactive Error where Element == ConfigError {}
+
+/// `host:port` or `[v6]:port`.
+public struct BindAddress: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+
+    public init?(_ s: String) {
+        if s.hasPrefix("[") {
+            guard let close = s.firstIndex(of: "]"), s[s.index(after: close)...].hasPrefix(":"),
+                  let p = Int(s[s.index(close, offsetBy: 2)...]) else { return nil }
+            host = String(s[s.index(after: s.startIndex)..<close])
+            port = p
+        } else {
+            guard let colon = s.lastIndex(of: ":"), let p = Int(s[s.index(after: colon)...]) else { return nil }
+            host = String(s[..<colon])
+            if host.contains(":") { return nil }
+            port = p
+        }
+        guard (0...65535).contains(port), IPAddress(host) != nil || host == "localhost" else { return nil }
+    }
+}
+
+/// A downstream: `smtp:host:port` or `maildir:PATH`.
+public enum DownstreamTarget: Sendable, Equatable, CustomStringConvertible {
+    case smtp(host: String, port: Int)
+    case maildir(String)
+
+    public init?(_ s: String) {
+        if s.hasPrefix("maildir:") {
+            let p = String(s.dropFirst(8))
+            guard !p.isEmpty else { return nil }
+            self = .maildir(p)
+        } else if s.hasPrefix("smtp:") {
+            let rest = String(s.dropFirst(5))
+            if let b = BindAddress(rest) { self = .smtp(host: b.host, port: b.port); return }
+            guard let colon = rest.lastIndex(of: ":"), let p = Int(rest[rest.index(after: colon)...]), (1...65535).contains(p) else { return nil }
+            let host = String(rest[..<colon])
+            guard AddressParser.isDomain(Substring(host), allowUTF8: false) else { return nil }
+            self = .smtp(host: host, port: p)
+        } else {
+            return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .smtp(let h, let p): return h.contains(":") ? "smtp:[\(h)]:\(p)" : "smtp:\(h):\(p)"
+        case .maildir(let p): return "maildir:\(p)"
+        }
+    }
+}

@@ -1,0 +1,199 @@
+/// PolicyEngine: the stage pipeline that every check plugs into.
+///
+/// A session passes through the stages connect, helo, mail, rcpt, data (headers complete)
+/// and message (end of data). At each stage the pipeline runs the configured checks (James'
+/// handlerchain) in order. A check is asynchronous and returns a verdict: continue, accept
+/// (skip the remaining checks of the scope), reject (5xx) or tempfail (4xx); it may add to
+/// the score and add header fields to the forwarded message. Every verdict is handed to the
+/// decision log with its duration. A check that overruns its time budget tempfails; it is
+/// never taken as an accept and never turns into a hard reject.
+import SMTPProtocol
+
+public enum Stage: String, CaseIterable, Sendable, Comparable {
+    case connect, helo, mail, rcpt, data, message
+
+    public static func < (a: Stage, b: Stage) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
+/// What a check decided.
+public enum Action: Sendable, Equatable {
+    case `continue`
+    case accept
+    case reject(SMTPReply)
+    case tempfail(SMTPReply)
+
+    public var name: String {
+        switch self {
+        case .continue: return "continue"
+        case .accept: return "accept"
+        case .reject: return "reject"
+        case .tempfail: return "tempfail"
+        }
+    }
+    public var reply: SMTPReply? {
+        switch self {
+        case .reject(let r), .tempfail(let r): return r
+        default: return nil
+        }
+    }
+}
+
+/// A header field a check asks to add to the forwarded message.
+public struct HeaderField: Sendable, Equatable {
+    public var name: String
+    public var value: String
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+public struct CheckResult: Sendable {
+    public var action: Action
+    /// The check's own result word: "pass", "fail", "invalid", "oversize", "skipped"…
+    public var result: String
+    public var reason: String?
+    public var score: Double
+    public var headers: [HeaderField]
+
+    public init(_ action: Action, result: String, reason: String? = nil, score: Double = 0, headers: [HeaderField] = []) {
+        self.action = action
+        self.result = result
+        self.reason = reason
+        self.score = score
+        self.headers = headers
+    }
+
+    public static func pass(_ result: String = "pass", reason: String? = nil) -> CheckResult {
+        CheckResult(.continue, result: result, reason: reason)
+    }
+}
+
+/// The facts of a session a check may read, as of the stage it runs at.
+public struct CheckContext: Sendable {
+    public var sessionID: String
+    public var listener: String
+    public var clientIP: IPAddress
+    public var clientPort: Int
+    /// The client matches the listener's authorizedAddresses.
+    public var clientAuthorized: Bool
+    public var authenticatedUser: String?
+    public var tls: Bool
+    public var heloVerb: String?
+    public var helo: String?
+    public var sender: ReversePath?
+    public var mailParameters: MailParameters?
+    /// Recipients accepted so far in this transaction.
+    public var recipients: [Mailbox]
+    /// The recipient under consideration (rcpt stage).
+    public var recipient: Mailbox?
+    /// Header fields of the message (data and message stages), unfolded.
+    public var headers: [HeaderField]
+    /// Octets of message content received (data: so far; message: total).
+    public var messageSize: Int
+    /// True when the content was larger than the listener allows and was not kept whole.
+    public var messageTruncated: Bool
+    /// The listener's maxmessagesize in octets, 0 = unlimited.
+    public var maxMessageSize: Int
+    /// Score accumulated so far in the transaction.
+    public var score: Double
+
+    public init(sessionID: String, listener: String, clientIP: IPAddress, clientPort: Int,
+                clientAuthorized: Bool, maxMessageSize: Int) {
+        self.sessionID = sessionID
+        self.listener = listener
+        self.clientIP = clientIP
+        self.clientPort = clientPort
+        self.clientAuthorized = clientAuthorized
+        self.maxMessageSize = maxMessageSize
+        self.tls = false
+        self.recipients = []
+        self.headers = []
+        self.messageSize = 0
+        self.messageTruncated = false
+        self.score = 0
+    }
+}
+
+/// A check: a named piece of policy that runs at one or more stages.
+public protocol Check: Sendable {
+    var name: String { get }
+    var stages: Set<Stage> { get }
+    func evaluate(stage: Stage, context: CheckContext) async -> CheckResult
+}
+
+/// One verdict as the decision log records it.
+public struct VerdictRecord: Sendable {
+    public var stage: Stage
+    public var check: String
+    public var result: String
+    public var action: Action
+    public var reason: String?
+    public var score: Double
+    public var durationMicros: Int
+}
+
+/// The pipeline's answer for one stage.
+public struct StageOutcome: Sendable {
+    public var action: Action = .continue
+    /// The check that decided (reject, tempfail or accept), if any.
+    public var decidedBy: String?
+    public var score: Double = 0
+    public var headers: [HeaderField] = []
+}
+
+public struct Pipeline: Sendable {
+    public let checks: [any Check]
+    /// The time budget of one check.
+    public let checkTimeout: Duration
+
+    public init(checks: [any Check], checkTimeout: Duration = .seconds(30)) {
+        self.checks = checks
+        self.checkTimeout = checkTimeout
+    }
+
+    public func runs(at stage: Stage) -> Bool { checks.contains { $0.stages.contains(stage) } }
+
+    /// Runs the checks of `stage` in order, reporting each verdict to `record`.
+    public func run(_ stage: Stage, context: CheckContext, record: (VerdictRecord) -> Void) async -> StageOutcome {
+        var outcome = StageOutcome()
+        var ctx = context
+        for check in checks where check.stages.contains(stage) {
+            let start = ContinuousClock.now
+            let result = await evaluate(check, stage: stage, context: ctx)
+            let elapsed = ContinuousClock.now - start
+            let micros = Int(elapsed.components.seconds) * 1_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000_000)
+            record(VerdictRecord(stage: stage, check: check.name, result: result.result, action: result.action,
+                                 reason: result.reason, score: result.score, durationMicros: micros))
+            outcome.score += result.score
+            ctx.score += result.score
+            outcome.headers += result.headers
+            switch result.action {
+            case .continue: continue
+            case .accept, .reject, .tempfail:
+                outcome.action = result.action
+                outcome.decidedBy = check.name
+                return outcome
+            }
+        }
+        return outcome
+    }
+
+    private func evaluate(_ check: any Check, stage: Stage, context: CheckContext) async -> CheckResult {
+        let timeout = checkTimeout
+        return await withTaskGroup(of: CheckResult?.self) { group in
+            group.addTask { await check.evaluate(stage: stage, context: context) }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next()!
+            group.cancelAll()
+            if let r = first { return r }
+            return CheckResult(.tempfail(SMTPReply(451, "4.4.3", "Temporary policy failure, try again later")),
+                               result: "timeout", reason: "check exceeded its time budget of \(timeout)")
+        }
+    }
+}
