@@ -142,6 +142,7 @@ public struct StageOutcome: Sendable {
     public var decidedBy: String?
     public var score: Double = 0
     public var headers: [HeaderField] = []
+    public init() {}
 }
 
 public struct Pipeline: Sendable {

@@ -1,0 +1,193 @@
+import NIOCore
+import NIOPosix
+import SMTPProtocol
+
+public enum DownstreamError: Error, CustomStringConvertible, Sendable {
+    case connectFailed(String)
+    case timeout(String)
+    case closed
+    case protocolError(String)
+    case badGreeting(SMTPReply)
+
+    public var description: String {
+        switch self {
+        case .connectFailed(let s): return "connect failed: \(s)"
+        case .timeout(let what): return "timeout waiting for \(what)"
+        case .closed: return "connection closed by downstream"
+        case .protocolError(let s): return "protocol error: \(s)"
+        case .badGreeting(let r): return "greeting refused: \(r.summary)"
+        }
+    }
+}
+
+/// Parses reply lines from the downstream and completes one promise per reply, in order
+/// (so commands can be pipelined, RFC 2920).
+final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = SMTPLine
+
+    private var pending = CircularBuffer<EventLoopPromise<SMTPReply>>()
+    private var lines: [String] = []
+    private var failure: DownstreamError?
+
+    /// Must be called on the channel's event loop.
+    func expect(_ promise: EventLoopPromise<SMTPReply>) {
+        if let f = failure { promise.fail(f); return }
+        pending.append(promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let line = unwrapInboundIn(data)
+        let text = String(decoding: line.bytes.readableBytesView, as: UTF8.self)
+        let u = Array(text.utf8)
+        guard u.count >= 3, u[0...2].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+              u.count == 3 || u[3] == UInt8(ascii: " ") || u[3] == UInt8(ascii: "-") else {
+            failAll(.protocolError("malformed reply line"), context: context)
+            return
+        }
+        let code = Int(String(decoding: u[0...2], as: UTF8.self))!
+        let rest = u.count > 4 ? String(decoding: u[4...], as: UTF8.self) : ""
+        lines.append(rest)
+        if u.count > 3 && u[3] == UInt8(ascii: "-") { return }
+        let reply = Self.makeReply(code: code, lines: lines)
+        lines = []
+        guard !pending.isEmpty else {
+            failAll(.protocolError("unexpected reply \(code)"), context: context)
+            return
+        }
+        pending.removeFirst().succeed(reply)
+    }
+
+    /// Splits an RFC 3463 code off the text when the downstream sends one.
+    static func makeReply(code: Int, lines: [String]) -> SMTPReply {
+        var enhanced: String?
+        var texts = lines
+        if let first = lines.first {
+            let word = first.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
+            let parts = word[0].split(separator: ".")
+            if parts.count == 3, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) }),
+               let c = parts[0].first, String(c) == String(code / 100) {
+                enhanced = String(word[0])
+                texts = lines.map { l in
+                    let w = l.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
+                    return w.count == 2 && w[0] == word[0] ? String(w[1]) : (w.count == 1 && w[0] == word[0] ? "" : l)
+                }
+            }
+        }
+        return SMTPReply(code: code, enhanced: enhanced, lines: texts)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(.closed, context: nil)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        failAll(.protocolError("\(error)"), context: context)
+    }
+
+    func failAll(_ error: DownstreamError, context: ChannelHandlerContext?) {
+        if failure == nil { failure = error }
+        while let p = pending.popFirst() { p.fail(error) }
+        context?.close(promise: nil)
+    }
+}
+
+/// One connection to a downstream SMTP server, after greeting and EHLO.
+final class DownstreamConnection: @unchecked Sendable {
+    let target: String
+    let channel: Channel
+    let handler: SMTPClientHandler
+    private(set) var capabilities: Set<String> = []
+    var messages = 0
+
+    private init(target: String, channel: Channel, handler: SMTPClientHandler) {
+        self.target = target
+        self.channel = channel
+        self.handler = handler
+    }
+
+    var isActive: Bool { channel.isActive }
+    var pipelining: Bool { capabilities.contains("PIPELINING") }
+
+    static func connect(target: String, host: String, port: Int, helloName: String,
+                        group: EventLoopGroup, connectTimeout: Int, commandTimeout: Int) async throws -> DownstreamConnection {
+        let handler = SMTPClientHandler()
+        let channel: Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(.seconds(Int64(connectTimeout)))
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { ch in
+                    ch.eventLoop.makeCompletedFuture {
+                        try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineFramer(maxLineLength: 4096)))
+                        try ch.pipeline.syncOperations.addHandler(handler)
+                    }
+                }
+                .connect(host: host, port: port).get()
+        } catch {
+            throw DownstreamError.connectFailed("\(error)")
+        }
+        let conn = DownstreamConnection(target: target, channel: channel, handler: handler)
+        do {
+            let greeting = try await conn.expectReplies(1, timeout: commandTimeout, what: "greeting").first!
+            guard greeting.code == 220 else { throw DownstreamError.badGreeting(greeting) }
+            var ehlo = try await conn.command("EHLO \(helloName)\r\n", timeout: commandTimeout)
+            if ehlo.code != 250 {
+                ehlo = try await conn.command("HELO \(helloName)\r\n", timeout: commandTimeout)
+                guard ehlo.code == 250 else { throw DownstreamError.badGreeting(ehlo) }
+            } else {
+                conn.capabilities = Set(ehlo.lines.dropFirst().map { $0.split(separator: " ").first.map { $0.uppercased() } ?? "" })
+            }
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+        return conn
+    }
+
+    /// Registers `n` reply promises, writes `bytes` (if any), and waits for the replies.
+    func expectReplies(_ n: Int, write bytes: ByteBuffer? = nil, timeout: Int, what: String) async throws -> [SMTPReply] {
+        let loop = channel.eventLoop
+        let handler = self.handler
+        let channel = self.channel
+        let future: EventLoopFuture<[SMTPReply]> = loop.flatSubmit {
+            var futures: [EventLoopFuture<SMTPReply>] = []
+            for _ in 0..<n {
+                let p = loop.makePromise(of: SMTPReply.self)
+                handler.expect(p)
+                futures.append(p.futureResult)
+            }
+            if let bytes { channel.writeAndFlush(bytes, promise: nil) }
+            let timer = loop.scheduleTask(in: .seconds(Int64(timeout))) {
+                handler.failAll(.timeout(what), context: nil)
+                channel.close(promise: nil)
+            }
+            let all = EventLoopFuture.whenAllSucceed(futures, on: loop)
+            all.whenComplete { _ in timer.cancel() }
+            return all
+        }
+        return try await future.get()
+    }
+
+    func command(_ text: String, timeout: Int) async throws -> SMTPReply {
+        try await expectReplies(1, write: ByteBuffer(string: text), timeout: timeout, what: text.split(separator: " ").first.map(String.init) ?? "reply").first!
+    }
+
+    func write(_ buffer: ByteBuffer) async throws {
+        do {
+            try await channel.writeAndFlush(buffer)
+        } catch {
+            throw DownstreamError.closed
+        }
+    }
+
+    func close() {
+        channel.close(promise: nil)
+    }
+
+    func quit() {
+        channel.writeAndFlush(ByteBuffer(string: "QUIT\r\n")).whenComplete { [channel] _ in
+            channel.close(promise: nil)
+        }
+    }
+}

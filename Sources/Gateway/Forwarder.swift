@@ -1,0 +1,250 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SMTPProtocol
+
+/// The envelope of one transaction.
+public struct Envelope: Sendable {
+    public var sender: ReversePath
+    public var parameters: MailParameters
+    public var recipients: [Mailbox]
+}
+
+/// What happened downstream, and what the client is told.
+public struct DeliveryOutcome: Sendable {
+    public enum Kind: String, Sendable { case delivered, rejected, tempfailed }
+    public var kind: Kind
+    /// The reply for the client.
+    public var reply: SMTPReply
+    /// The target that gave the final answer (or the last one tried).
+    public var target: String
+    /// The downstream's own reply, as text, for the log; or the local error.
+    public var detail: String
+}
+
+/// Forwards accepted messages to the downstream targets in order. A target that fails
+/// (connect, timeout, drop, 421) is marked dead for `retryPeriod` and the next is tried;
+/// when all are dead the one that died first is tried anyway. SMTP connections are pooled.
+public final class Forwarder: @unchecked Sendable {
+    let config: DownstreamConfig
+    let targets: [(String, DownstreamTarget)]
+    let helloName: String
+    let group: EventLoopGroup
+    private let lock = NSLock()
+    private var idle: [String: [DownstreamConnection]] = [:]
+    private var deadUntil: [String: ContinuousClock.Instant] = [:]
+    private var closed = false
+
+    public init(config: DownstreamConfig, helloName: String, group: EventLoopGroup) {
+        self.config = config
+        self.targets = config.targets.compactMap { s in DownstreamTarget(s).map { (s, $0) } }
+        self.helloName = helloName
+        self.group = group
+    }
+
+    /// Order of targets to try: live ones in configured order; if none is live, the one
+    /// whose dead period ends first.
+    func candidates() -> [(String, DownstreamTarget)] {
+        lock.lock(); defer { lock.unlock() }
+        let now = ContinuousClock.now
+        let live = targets.filter { (deadUntil[$0.0] ?? now) <= now }
+        if !live.isEmpty { return live }
+        return [targets.min { (deadUntil[$0.0] ?? now) < (deadUntil[$1.0] ?? now) }!]
+    }
+
+    func markDead(_ t: String) {
+        lock.lock(); defer { lock.unlock() }
+        deadUntil[t] = ContinuousClock.now + .seconds(config.retryPeriod)
+    }
+
+    func markAlive(_ t: String) {
+        lock.lock(); defer { lock.unlock() }
+        deadUntil[t] = nil
+    }
+
+    public func isDead(_ t: String) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return (deadUntil[t] ?? .now) > .now
+    }
+
+    public func deliver(_ env: Envelope, prefix: String, spool: MessageSpool) async -> DeliveryOutcome {
+        var lastError = "no downstream target"
+        var lastTarget = ""
+        for (name, target) in candidates() {
+            lastTarget = name
+            switch target {
+            case .maildir(let path):
+                do {
+                    // As a local delivery agent would, record the envelope sender.
+                    let file = try await MaildirDeliverer(path: path).deliver(prefix: "Return-Path: <\(env.sender)>\r\n" + prefix, spool: spool)
+                    markAlive(name)
+                    return DeliveryOutcome(kind: .delivered, reply: SMTPReply(250, "2.0.0", "Ok: delivered as \(file)"),
+                                           target: name, detail: "maildir \(file)")
+                } catch {
+                    lastError = "maildir: \(error)"
+                    markDead(name)
+                }
+            case .smtp(let host, let port):
+                do {
+                    let outcome = try await smtpDeliver(env, prefix: prefix, spool: spool, name: name, host: host, port: port)
+                    markAlive(name)
+                    return outcome
+                } catch {
+                    lastError = "\(error)"
+                    markDead(name)
+                }
+            }
+        }
+        return DeliveryOutcome(kind: .tempfailed, reply: .downstreamUnavailable, target: lastTarget, detail: lastError)
+    }
+
+    private func checkout(_ name: String, host: String, port: Int) async throws -> (DownstreamConnection, Bool) {
+        if let c = popIdle(name) { return (c, true) }
+        let c = try await DownstreamConnection.connect(target: name, host: host, port: port, helloName: helloName, group: group,
+                                                       connectTimeout: config.connectTimeout, commandTimeout: config.commandTimeout)
+        return (c, false)
+    }
+
+    private func popIdle(_ name: String) -> DownstreamConnection? {
+        lock.lock(); defer { lock.unlock() }
+        while var list = idle[name], let c = list.popLast() {
+            idle[name] = list
+            if c.isActive { return c }
+        }
+        return nil
+    }
+
+    private func checkin(_ c: DownstreamConnection) {
+        c.messages += 1
+        lock.lock()
+        let keep = !closed && c.isActive && c.messages < config.maxMessagesPerConnection && (idle[c.target]?.count ?? 0) < config.poolSize
+        if keep { idle[c.target, default: []].append(c) }
+        lock.unlock()
+        if !keep { c.quit() }
+    }
+
+    /// Closes pooled connections.
+    public func shutdown() {
+        lock.lock()
+        closed = true
+        let all = idle.values.flatMap { $0 }
+        idle = [:]
+        lock.unlock()
+        all.forEach { $0.quit() }
+    }
+
+    private func smtpDeliver(_ env: Envelope, prefix: String, spool: MessageSpool, name: String, host: String, port: Int) async throws -> DeliveryOutcome {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let (conn, reused) = try await checkout(name, host: host, port: port)
+            do {
+                return try await transaction(env, prefix: prefix, spool: spool, conn: conn)
+            } catch let e as DownstreamError {
+                conn.close()
+                // A pooled connection the server closed while idle: retry once, fresh.
+                if reused, attempt == 1, case .closed = e { continue }
+                throw e
+            }
+        }
+    }
+
+    private func transaction(_ env: Envelope, prefix: String, spool: MessageSpool, conn: DownstreamConnection) async throws -> DeliveryOutcome {
+        let t = config.commandTimeout
+        var mail = "MAIL FROM:<\(env.sender)>"
+        let size = prefix.utf8.count + spool.size
+        if conn.capabilities.contains("SIZE") { mail += " SIZE=\(size)" }
+        if let body = env.parameters.body, conn.capabilities.contains("8BITMIME") { mail += " BODY=\(body)" }
+        if env.parameters.smtpUTF8 {
+            guard conn.capabilities.contains("SMTPUTF8") else {
+                checkin(conn)
+                return DeliveryOutcome(kind: .tempfailed, reply: SMTPReply(451, "4.6.7", "Downstream does not support SMTPUTF8, try again later"),
+                                       target: conn.target, detail: "downstream lacks SMTPUTF8")
+            }
+            mail += " SMTPUTF8"
+        }
+        let commands = [mail] + env.recipients.map { "RCPT TO:<\($0)>" } + ["DATA"]
+        var replies: [SMTPReply] = []
+        if conn.pipelining {
+            replies = try await conn.expectReplies(commands.count, write: ByteBuffer(string: commands.map { $0 + "\r\n" }.joined()), timeout: t, what: "MAIL/RCPT/DATA replies")
+        } else {
+            for (i, c) in commands.enumerated() {
+                let r = try await conn.command(c + "\r\n", timeout: t)
+                replies.append(r)
+                if i == 0 && r.code != 250 { break }
+                if c == commands.last { break }
+                if i == commands.count - 2 && !replies.dropFirst().contains(where: { $0.code / 100 == 2 }) { break }
+            }
+        }
+        let mailReply = replies[0]
+        let rcptReplies = Array(replies.dropFirst().prefix(env.recipients.count))
+        let dataReply = replies.count == commands.count ? replies.last : nil
+
+        func abort(_ outcome: DeliveryOutcome) async -> DeliveryOutcome {
+            // If DATA was accepted we cannot take it back without sending a message: drop
+            // the connection, which makes the downstream discard the transaction.
+            // Otherwise reset it and keep it for the next message.
+            if dataReply?.code == 354 {
+                conn.close()
+            } else if let r = try? await conn.command("RSET\r\n", timeout: t), r.code == 250 {
+                checkin(conn)
+            } else {
+                conn.close()
+            }
+            return outcome
+        }
+
+        if mailReply.code == 421 { throw DownstreamError.badGreeting(mailReply) }
+        if mailReply.code / 100 != 2 {
+            return await abort(DeliveryOutcome(kind: mailReply.isTransient ? .tempfailed : .rejected, reply: passThrough(mailReply),
+                                         target: conn.target, detail: "MAIL: \(mailReply.summary)"))
+        }
+        let failed = rcptReplies.filter { $0.code / 100 != 2 }
+        if !failed.isEmpty {
+            if failed.count == env.recipients.count, failed.allSatisfy(\.isPermanent) {
+                return await abort(DeliveryOutcome(kind: .rejected, reply: passThrough(failed[0]), target: conn.target,
+                                             detail: "RCPT: \(failed[0].summary)"))
+            }
+            // Some or all recipients refused temporarily, or refused in part: the client
+            // gets a 4xx for the whole message and retries; nothing is delivered twice and
+            // nothing is lost.
+            return await abort(DeliveryOutcome(kind: .tempfailed,
+                                         reply: SMTPReply(451, "4.3.0", "Downstream refused \(failed.count) of \(env.recipients.count) recipients (\(failed[0].summary)); try again later"),
+                                         target: conn.target, detail: "RCPT: \(failed.map(\.summary).joined(separator: "; "))"))
+        }
+        guard let dr = dataReply else { throw DownstreamError.protocolError("no reply to DATA") }
+        if dr.code == 421 { throw DownstreamError.badGreeting(dr) }
+        guard dr.code == 354 else {
+            return await abort(DeliveryOutcome(kind: dr.isTransient ? .tempfailed : .rejected, reply: passThrough(dr),
+                                         target: conn.target, detail: "DATA: \(dr.summary)"))
+        }
+        // Stream: our header fields, then the spooled content dot-stuffed, then the end.
+        var stuffer = DotStuffer()
+        var out = ByteBufferAllocator().buffer(capacity: 70 * 1024)
+        stuffer.stuff(ByteBuffer(string: prefix), into: &out)
+        try await spool.forEachChunk { chunk in
+            stuffer.stuff(chunk, into: &out)
+            if out.readableBytes >= 64 * 1024 {
+                try await conn.write(out)
+                out.clear()
+            }
+        }
+        out.writeString(stuffer.terminator())
+        let final = try await conn.expectReplies(1, write: out, timeout: config.dataTimeout, what: "end of data").first!
+        if final.code == 421 { throw DownstreamError.badGreeting(final) }
+        if final.code / 100 == 2 {
+            checkin(conn)
+            return DeliveryOutcome(kind: .delivered, reply: passThrough(final), target: conn.target, detail: final.summary)
+        }
+        checkin(conn)
+        return DeliveryOutcome(kind: final.isTransient ? .tempfailed : .rejected, reply: passThrough(final),
+                               target: conn.target, detail: "end of data: \(final.summary)")
+    }
+
+    /// The downstream's reply for the client, with an enhanced code added where the
+    /// downstream sent none.
+    func passThrough(_ r: SMTPReply) -> SMTPReply {
+        let e = r.enhanced ?? "\(r.code / 100).0.0"
+        return SMTPReply(code: r.code, enhanced: e, lines: r.lines)
+    }
+}

@@ -1,0 +1,227 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SMTPProtocol
+import PolicyEngine
+import Checks
+import DecisionLog
+
+/// Counts connections per listener and per client address.
+final class ConnectionTracker: @unchecked Sendable {
+    private let lock = NSLock()
+    private var total: [String: Int] = [:]
+    private var perIP: [String: [IPAddress: Int]] = [:]
+
+    /// Returns nil when admitted, or why not.
+    func admit(listener: ListenerConfig, ip: IPAddress) -> String? {
+        lock.lock(); defer { lock.unlock() }
+        let t = total[listener.name, default: 0]
+        if listener.connectionLimit > 0 && t >= listener.connectionLimit {
+            return "connectionLimit \(listener.connectionLimit) reached"
+        }
+        let p = perIP[listener.name, default: [:]][ip, default: 0]
+        if listener.connectionLimitPerIP > 0 && p >= listener.connectionLimitPerIP {
+            return "connectionLimitPerIP \(listener.connectionLimitPerIP) reached for \(ip)"
+        }
+        total[listener.name] = t + 1
+        perIP[listener.name, default: [:]][ip] = p + 1
+        return nil
+    }
+
+    func release(listener: String, ip: IPAddress) {
+        lock.lock(); defer { lock.unlock() }
+        total[listener, default: 1] -= 1
+        let p = perIP[listener]?[ip] ?? 1
+        if p <= 1 { perIP[listener]?[ip] = nil } else { perIP[listener]?[ip] = p - 1 }
+    }
+}
+
+/// A session as the shutdown logic sees it.
+final class SessionHandle: @unchecked Sendable {
+    let channel: Channel
+    var inTransaction = false
+    var closedByServer = false
+    init(channel: Channel) { self.channel = channel }
+}
+
+/// Live sessions, for a graceful shutdown.
+final class SessionRegistry: @unchecked Sendable {
+    private let lock = NSLock()
+    private var sessions: [String: SessionHandle] = [:]
+    private(set) var shuttingDown = false
+
+    func add(_ id: String, _ h: SessionHandle) { lock.lock(); sessions[id] = h; lock.unlock() }
+    func remove(_ id: String) { lock.lock(); sessions[id] = nil; lock.unlock() }
+    var count: Int { lock.lock(); defer { lock.unlock() }; return sessions.count }
+
+    /// Marks a session as inside a transaction. False when the gateway is shutting down:
+    /// the session must answer 421 instead.
+    func beginTransaction(_ h: SessionHandle) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        if shuttingDown { return false }
+        h.inTransaction = true
+        return true
+    }
+
+    /// Ends a transaction. True when the gateway is shutting down and the session should
+    /// say 421 and close now.
+    func endTransaction(_ h: SessionHandle) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        h.inTransaction = false
+        return shuttingDown
+    }
+
+    func isShuttingDown() -> Bool { lock.lock(); defer { lock.unlock() }; return shuttingDown }
+
+    /// Starts the shutdown; returns the sessions to close at once (those between
+    /// transactions).
+    func beginShutdown() -> [SessionHandle] {
+        lock.lock(); defer { lock.unlock() }
+        shuttingDown = true
+        return sessions.values.filter { !$0.inTransaction }
+    }
+
+    func all() -> [SessionHandle] { lock.lock(); defer { lock.unlock() }; return Array(sessions.values) }
+}
+
+/// Fires `IdleTimeout` into the pipeline when the client has sent nothing for
+/// connectionTimeout seconds; the session answers 421 4.4.2 and closes.
+struct IdleTimeout: Error {}
+
+final class IdleTimeoutHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = SMTPLine
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.fireErrorCaught(IdleTimeout())
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+}
+
+/// Everything the sessions of all listeners share.
+final class GatewayShared: Sendable {
+    let config: GatewayConfig
+    let log: DecisionLog
+    let forwarder: Forwarder
+    let tracker = ConnectionTracker()
+    let registry = SessionRegistry()
+
+    init(config: GatewayConfig, log: DecisionLog, forwarder: Forwarder) {
+        self.config = config
+        self.log = log
+        self.forwarder = forwarder
+    }
+}
+
+/// The gateway: binds every listener, runs a session per connection, shuts down gracefully.
+public final class GatewayServer: @unchecked Sendable {
+    public let config: GatewayConfig
+    public let log: DecisionLog
+    let shared: GatewayShared
+    let group: EventLoopGroup
+    private let lock = NSLock()
+    private var serverChannels: [(String, Channel)] = []
+    private var acceptTasks: [Task<Void, Never>] = []
+
+    public init(config: GatewayConfig, log: DecisionLog, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.config = config
+        self.log = log
+        self.group = group
+        let hello = config.listeners.first?.resolvedHelloName ?? "localhost"
+        self.shared = GatewayShared(config: config, log: log,
+                                    forwarder: Forwarder(config: config.downstream, helloName: hello, group: group))
+    }
+
+    /// Builds the handlerchain of a listener.
+    static func pipeline(for l: ListenerConfig, config: GatewayConfig) -> Pipeline {
+        var chain = l.handlerchain
+        // The size limit is a resource bound, not an opinion: it is always enforced.
+        if l.maxmessagesize > 0 && !chain.contains("size") { chain.insert("size", at: 0) }
+        let checks: [any Check] = chain.compactMap { name in
+            switch name {
+            case "size": return SizeCheck()
+            case "helo":
+                var o = HeloCheck.Options()
+                o.literalMustMatchClient = config.helo.literalMustMatchClient
+                o.checkAuthorized = config.helo.checkAuthorized
+                o.reject = config.helo.reject
+                o.score = config.helo.score
+                return HeloCheck(options: o)
+            default: return nil
+            }
+        }
+        return Pipeline(checks: checks, checkTimeout: .seconds(config.checkTimeout))
+    }
+
+    /// Binds all listeners and starts accepting.
+    public func start() async throws {
+        for l in config.listeners {
+            let pipeline = GatewayServer.pipeline(for: l, config: config)
+            let helloName = l.resolvedHelloName
+            for b in l.bind {
+                guard let addr = BindAddress(b) else { continue }
+                let timeout = TimeAmount.seconds(Int64(l.connectionTimeout))
+                let server = try await ServerBootstrap(group: group)
+                    .serverChannelOption(.backlog, value: Int32(l.connectBacklog))
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .bind(host: addr.host, port: addr.port) { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: timeout))
+                            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineFramer(maxLineLength: 1000)))
+                            try channel.pipeline.syncOperations.addHandler(IdleTimeoutHandler())
+                            return try NIOAsyncChannel<SMTPLine, ByteBuffer>(wrappingChannelSynchronously: channel)
+                        }
+                    }
+                lock.withLock { serverChannels.append((l.name, server.channel)) }
+                let shared = self.shared
+                let task = Task {
+                    _ = try? await server.executeThenClose { inbound in
+                        try await withThrowingDiscardingTaskGroup { group in
+                            for try await conn in inbound {
+                                group.addTask {
+                                    await Session.handle(conn, listener: l, helloName: helloName, pipeline: pipeline, shared: shared)
+                                }
+                            }
+                        }
+                    }
+                }
+                lock.withLock { acceptTasks.append(task) }
+            }
+        }
+    }
+
+    /// The addresses the listeners are bound to (useful with port 0).
+    public func boundAddresses(listener: String? = nil) -> [SocketAddress] {
+        lock.lock(); defer { lock.unlock() }
+        return serverChannels.filter { listener == nil || $0.0 == listener }.compactMap { $0.1.localAddress }
+    }
+
+    public var activeSessions: Int { shared.registry.count }
+
+    /// Stops accepting; sessions between transactions get 421 at once; transactions in
+    /// flight get `grace` to finish; then the rest get 421 too. Closes the log last.
+    public func shutdown(grace: Duration? = nil) async {
+        let grace = grace ?? .seconds(config.shutdownGracePeriod)
+        let channels = lock.withLock { serverChannels.map(\.1) }
+        for c in channels { try? await c.close() }
+        log.append(LogRecord(event: "gateway.shutdown", fields: [("grace_s", .int(Int(grace.components.seconds)))]))
+        for h in shared.registry.beginShutdown() { Self.closeWith421(h) }
+        let deadline = ContinuousClock.now + grace
+        while shared.registry.count > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        for h in shared.registry.all() { Self.closeWith421(h) }
+        let tasks = lock.withLock { acceptTasks }
+        for t in tasks { await t.value }
+        shared.forwarder.shutdown()
+        try? await log.flush()
+    }
+
+    static func closeWith421(_ h: SessionHandle) {
+        h.closedByServer = true
+        let ch = h.channel
+        ch.writeAndFlush(ByteBuffer(string: SMTPReply.shuttingDown.encoded)).whenComplete { _ in ch.close(promise: nil) }
+    }
+}

@@ -1,0 +1,560 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SMTPProtocol
+import PolicyEngine
+import Checks
+import DecisionLog
+
+/// One client connection, driven through the stages. Commands are read one line at a time
+/// (pipelined commands simply queue in the inbound stream) and answered in order.
+final class Session {
+    typealias Inbound = NIOAsyncChannelInboundStream<SMTPLine>.AsyncIterator
+    typealias Outbound = NIOAsyncChannelOutboundWriter<ByteBuffer>
+
+    struct Transaction {
+        var id: String
+        var sender: ReversePath
+        var parameters: MailParameters
+        var recipients: [Mailbox] = []
+        var rcptAttempted = false
+        var headers: [HeaderField] = []
+        var accepted = false
+    }
+
+    enum CloseReason: String { case quit, clientClosed = "client-closed", timeout, tooManyErrors = "too-many-errors",
+                                    shutdown, refused, connectRejected = "connect-rejected", error, forbiddenCommand = "forbidden-command" }
+
+    let id: String
+    let listener: ListenerConfig
+    let helloName: String
+    let pipeline: Pipeline
+    let shared: GatewayShared
+    let handle: SessionHandle
+    var ctx: CheckContext
+    var outbound: Outbound
+    var helo: String?
+    var esmtp = false
+    var txn: Transaction?
+    var transactions = 0
+    var unrecognized = 0
+    var sessionAccepted = false
+    let started = ContinuousClock.now
+    let clientIPText: String
+
+    init(id: String, listener: ListenerConfig, helloName: String, pipeline: Pipeline, shared: GatewayShared,
+         handle: SessionHandle, ip: IPAddress, port: Int, outbound: Outbound) {
+        self.id = id
+        self.listener = listener
+        self.helloName = helloName
+        self.pipeline = pipeline
+        self.shared = shared
+        self.handle = handle
+        self.outbound = outbound
+        self.clientIPText = ip.description
+        self.ctx = CheckContext(sessionID: id, listener: listener.name, clientIP: ip, clientPort: port,
+                                clientAuthorized: listener.isAuthorized(ip), maxMessageSize: listener.maxMessageOctets)
+    }
+
+    static func newID() -> String {
+        let v = UInt64.random(in: 0...UInt64.max)
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - s.count) + s
+    }
+
+    // MARK: Entry
+
+    static func handle(_ conn: NIOAsyncChannel<SMTPLine, ByteBuffer>, listener: ListenerConfig, helloName: String,
+                       pipeline: Pipeline, shared: GatewayShared) async {
+        let remote = conn.channel.remoteAddress
+        let ip: IPAddress = remote?.ipAddress.flatMap { IPAddress($0) } ?? .v4(0)
+        let port = remote?.port ?? 0
+        let id = newID()
+        if let why = shared.tracker.admit(listener: listener, ip: ip) {
+            shared.log.append(LogRecord(event: "session.refused", session: id, fields: [
+                ("client", .string(ip.description)), ("port", .int(port)), ("listener", .string(listener.name)),
+                ("stage", "connect"), ("check", "limits"), ("action", "tempfail"),
+                ("reply", .string(SMTPReply(421, "4.7.0", "Too many connections, try again later").summary)), ("reason", .string(why)),
+            ]))
+            try? await conn.executeThenClose { _, outbound in
+                try await outbound.write(ByteBuffer(string: SMTPReply(421, "4.7.0", "Too many connections, try again later").encoded))
+            }
+            return
+        }
+        defer { shared.tracker.release(listener: listener.name, ip: ip) }
+        let h = SessionHandle(channel: conn.channel)
+        shared.registry.add(id, h)
+        defer { shared.registry.remove(id) }
+        do {
+            try await conn.executeThenClose { inbound, outbound in
+                let s = Session(id: id, listener: listener, helloName: helloName, pipeline: pipeline, shared: shared,
+                                handle: h, ip: ip, port: port, outbound: outbound)
+                var it = inbound.makeAsyncIterator()
+                await s.run(&it, local: conn.channel.localAddress)
+            }
+        } catch {
+            // The connection is gone; the session has logged its close.
+        }
+    }
+
+    // MARK: Logging
+
+    func log(_ event: String, _ fields: [(String, JSONValue)]) {
+        shared.log.append(LogRecord(event: event, session: id, fields: [("client", .string(clientIPText))] + fields))
+    }
+
+    /// A decision the session itself makes (protocol, relay, limits), logged like a check's.
+    func logDecision(stage: Stage, check: String, result: String, action: String, reply: SMTPReply?, reason: String?,
+                     extra: [(String, JSONValue)] = []) {
+        var f: [(String, JSONValue)] = [("stage", .string(stage.rawValue)), ("check", .string(check)), ("result", .string(result)),
+                                        ("action", .string(action))]
+        if let r = reply { f.append(("reply", .string(r.summary))) }
+        if let r = reason { f.append(("reason", .string(r))) }
+        log("verdict", f + extra)
+    }
+
+    func stageContext(_ stage: Stage) -> [(String, JSONValue)] {
+        var f: [(String, JSONValue)] = []
+        if let t = txn, stage >= .mail { f.append(("sender", .string(t.sender.description))) }
+        if stage == .rcpt, let r = ctx.recipient { f.append(("recipient", .string(r.description))) }
+        return f
+    }
+
+    /// Runs a stage's checks, logging every verdict.
+    func runStage(_ stage: Stage) async -> StageOutcome {
+        if sessionAccepted || (txn?.accepted ?? false && stage >= .mail) { return StageOutcome() }
+        let extra = stageContext(stage)
+        let outcome = await pipeline.run(stage, context: ctx) { v in
+            var f: [(String, JSONValue)] = [("stage", .string(v.stage.rawValue)), ("check", .string(v.check)),
+                                            ("result", .string(v.result)), ("action", .string(v.action.name))]
+            if let r = v.action.reply { f.append(("reply", .string(r.summary))) }
+            if let r = v.reason { f.append(("reason", .string(r))) }
+            if v.score != 0 { f.append(("score", .double(v.score))) }
+            f.append(("duration_ms", .double(Double(v.durationMicros) / 1000)))
+            log("verdict", f + extra)
+        }
+        ctx.score += outcome.score
+        txn?.headers += outcome.headers
+        if case .accept = outcome.action {
+            if stage <= .helo { sessionAccepted = true } else if stage != .rcpt { txn?.accepted = true }
+        }
+        return outcome
+    }
+
+    // MARK: I/O
+
+    func send(_ r: SMTPReply) async -> Bool {
+        do {
+            try await outbound.write(ByteBuffer(string: r.encoded))
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    func close(_ reason: CloseReason, detail: String? = nil) {
+        var f: [(String, JSONValue)] = [("reason", .string(reason.rawValue)), ("transactions", .int(transactions)),
+                                        ("duration_ms", .int(Int((ContinuousClock.now - started).components.seconds * 1000 + (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000)))]
+        if let d = detail { f.append(("detail", .string(d))) }
+        log("session.close", f)
+    }
+
+    // MARK: Main loop
+
+    func run(_ inbound: inout Inbound, local: SocketAddress?) async {
+        log("session.open", [("port", .int(ctx.clientPort)), ("listener", .string(listener.name)),
+                             ("local", .string(local.map { "\($0.ipAddress ?? ""):\($0.port ?? 0)" } ?? ""))])
+        let connect = await runStage(.connect)
+        switch connect.action {
+        case .reject(let r):
+            _ = await send(r)
+            close(.connectRejected, detail: r.summary)
+            return
+        case .tempfail(let r):
+            _ = await send(SMTPReply(code: 421, enhanced: r.enhanced, lines: r.lines))
+            close(.connectRejected, detail: r.summary)
+            return
+        default: break
+        }
+        let greeting = listener.smtpGreeting.map { SMTPReply(code: 220, enhanced: nil, lines: [$0]) }
+            ?? SMTPReply(code: 220, enhanced: nil, lines: ["\(helloName) ESMTP MailGate ready"])
+        guard await send(greeting) else { close(.clientClosed); return }
+
+        while true {
+            let line: SMTPLine?
+            do {
+                line = try await inbound.next()
+            } catch is IdleTimeout {
+                _ = await send(.timeout)
+                logDecision(stage: currentStage, check: "protocol", result: "timeout", action: "tempfail", reply: .timeout,
+                            reason: "no command for \(listener.connectionTimeout)s")
+                close(.timeout)
+                return
+            } catch {
+                close(handle.closedByServer ? .shutdown : .clientClosed, detail: "\(error)")
+                return
+            }
+            guard let line else {
+                close(handle.closedByServer ? .shutdown : .clientClosed)
+                return
+            }
+            let keepGoing = await command(line, &inbound)
+            if !keepGoing { return }
+        }
+    }
+
+    var currentStage: Stage {
+        if let t = txn { return t.recipients.isEmpty ? .mail : .rcpt }
+        return helo == nil ? .connect : .helo
+    }
+
+    /// Handles one command line; false ends the session.
+    func command(_ line: SMTPLine, _ inbound: inout Inbound) async -> Bool {
+        if line.overflow || line.wireLength > 512 {
+            unrecognized += 1
+            logDecision(stage: currentStage, check: "protocol", result: "line-too-long", action: "reject", reply: .lineTooLong,
+                        reason: "command line of \(line.wireLength)\(line.overflow ? "+" : "") octets exceeds 512")
+            return await errorReply(.lineTooLong)
+        }
+        let text = String(decoding: line.bytes.readableBytesView, as: UTF8.self)
+        let parsed = CommandParser.parse(text, options: CommandParserOptions(addressBracketsEnforcement: listener.addressBracketsEnforcement),
+                                         transactionUTF8: txn?.parameters.smtpUTF8 ?? false)
+        let cmd: SMTPCommand
+        switch parsed {
+        case .failure(.unrecognized(let verb)):
+            if ["GET", "POST", "HEAD", "PUT", "CONNECT", "USER"].contains(verb) {
+                let r = SMTPReply(421, "4.7.0", "This is an SMTP server; closing connection")
+                logDecision(stage: currentStage, check: "protocol", result: "forbidden-command", action: "tempfail", reply: r,
+                            reason: "\(verb) command: HTTP or other protocol sent to SMTP")
+                _ = await send(r)
+                close(.forbiddenCommand)
+                return false
+            }
+            unrecognized += 1
+            logDecision(stage: currentStage, check: "protocol", result: "unrecognized", action: "reject",
+                        reply: CommandError.unrecognized(verb).reply, reason: "unrecognized command \(verb)")
+            return await errorReply(CommandError.unrecognized(verb).reply)
+        case .failure(.syntax(let r)):
+            logDecision(stage: currentStage, check: "protocol", result: "syntax", action: r.isTransient ? "tempfail" : "reject",
+                        reply: r, reason: "bad syntax: \(String(text.prefix(100)))")
+            return await send(r)
+        case .success(let c):
+            cmd = c
+        }
+
+        switch cmd {
+        case .helo(let name), .ehlo(let name):
+            return await greet(name, extended: { if case .ehlo = cmd { return true } else { return false } }())
+        case .mail(let from, let params):
+            return await mail(from, params)
+        case .rcpt(let to):
+            return await rcpt(to)
+        case .data:
+            return await data(&inbound)
+        case .rset:
+            if txn != nil { endTransaction() }
+            return await send(SMTPReply(250, "2.0.0", "Reset OK"))
+        case .noop:
+            return await send(.ok)
+        case .quit:
+            _ = await send(SMTPReply(221, "2.0.0", "\(helloName) closing connection"))
+            close(.quit)
+            return false
+        case .vrfy:
+            return await send(SMTPReply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"))
+        case .expn:
+            return await send(SMTPReply(502, "5.5.1", "EXPN not available"))
+        case .help:
+            return await send(SMTPReply(214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"))
+        case .starttls, .auth, .bdat:
+            let r = SMTPReply(502, "5.5.1", "\(cmd.verb) not available")
+            logDecision(stage: currentStage, check: "protocol", result: "not-implemented", action: "reject", reply: r, reason: "\(cmd.verb) is not offered")
+            return await send(r)
+        }
+    }
+
+    /// Replies to an error; past maxUnrecognizedCommands says 421 and closes.
+    func errorReply(_ r: SMTPReply) async -> Bool {
+        if unrecognized > listener.maxUnrecognizedCommands {
+            logDecision(stage: currentStage, check: "protocol", result: "too-many-errors", action: "tempfail", reply: .tooManyErrors,
+                        reason: "\(unrecognized) unrecognized commands (limit \(listener.maxUnrecognizedCommands))")
+            _ = await send(.tooManyErrors)
+            close(.tooManyErrors)
+            return false
+        }
+        return await send(r)
+    }
+
+    func badSequence(_ text: String) async -> Bool {
+        let r = SMTPReply.badSequence(text)
+        logDecision(stage: currentStage, check: "protocol", result: "bad-sequence", action: "reject", reply: r, reason: text)
+        return await send(r)
+    }
+
+    // MARK: HELO / EHLO
+
+    func greet(_ name: String, extended: Bool) async -> Bool {
+        if txn != nil { endTransaction() }
+        ctx.heloVerb = extended ? "EHLO" : "HELO"
+        ctx.helo = name
+        let outcome = await runStage(.helo)
+        if let r = outcome.action.reply {
+            helo = nil
+            ctx.helo = nil
+            return await send(r)
+        }
+        helo = name
+        esmtp = extended
+        let first = "\(helloName) Hello \(name) [\(clientIPText)]"
+        if !extended { return await send(SMTPReply(code: 250, enhanced: nil, lines: [first])) }
+        let size = listener.maxMessageOctets > 0 ? "SIZE \(listener.maxMessageOctets)" : "SIZE"
+        return await send(SMTPReply(code: 250, enhanced: nil,
+                                    lines: [first, "PIPELINING", size, "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "HELP"]))
+    }
+
+    // MARK: MAIL
+
+    func mail(_ from: ReversePath, _ params: MailParameters) async -> Bool {
+        if listener.heloEhloEnforcement && helo == nil { return await badSequence("Send HELO/EHLO first") }
+        if txn != nil { return await badSequence("Nested MAIL command") }
+        if !esmtp && (params.size != nil || params.body != nil || params.smtpUTF8) {
+            let r = SMTPReply(555, "5.5.4", "MAIL parameters require EHLO")
+            logDecision(stage: .mail, check: "protocol", result: "syntax", action: "reject", reply: r, reason: "ESMTP parameters after HELO")
+            return await send(r)
+        }
+        guard shared.registry.beginTransaction(handle) else {
+            _ = await send(.shuttingDown)
+            close(.shutdown)
+            return false
+        }
+        transactions += 1
+        txn = Transaction(id: "\(id).\(transactions)", sender: from, parameters: params)
+        ctx.sender = from
+        ctx.mailParameters = params
+        ctx.recipients = []
+        ctx.recipient = nil
+        ctx.headers = []
+        ctx.messageSize = 0
+        ctx.messageTruncated = false
+        let outcome = await runStage(.mail)
+        if let r = outcome.action.reply {
+            endTransaction()
+            return await send(r)
+        }
+        return await send(SMTPReply(250, "2.1.0", "Sender <\(from)> OK"))
+    }
+
+    func endTransaction() {
+        txn = nil
+        ctx.sender = nil
+        ctx.mailParameters = nil
+        ctx.recipients = []
+        ctx.recipient = nil
+        ctx.score = 0
+        _ = shared.registry.endTransaction(handle)
+    }
+
+    // MARK: RCPT
+
+    func rcpt(_ to: Mailbox) async -> Bool {
+        guard txn != nil else { return await badSequence("Need MAIL before RCPT") }
+        txn!.rcptAttempted = true
+        ctx.recipient = to
+        if txn!.recipients.count >= listener.maxRecipients {
+            let r = SMTPReply(452, "4.5.3", "Too many recipients")
+            logDecision(stage: .rcpt, check: "limits", result: "too-many-recipients", action: "tempfail", reply: r,
+                        reason: "more than maxRecipients \(listener.maxRecipients)", extra: stageContext(.rcpt))
+            return await send(r)
+        }
+        let local = to.domain.isEmpty || shared.config.isLocal(domain: to.domain)
+        if !local {
+            if ctx.clientAuthorized {
+                logDecision(stage: .rcpt, check: "relay", result: "authorized", action: "continue", reply: nil,
+                            reason: "client \(clientIPText) matches authorizedAddresses", extra: stageContext(.rcpt))
+            } else {
+                let r = SMTPReply(550, "5.7.1", "<\(to)>: Relay access denied")
+                logDecision(stage: .rcpt, check: "relay", result: "denied", action: "reject", reply: r,
+                            reason: "domain \(to.domainKey) is not local and client \(clientIPText) is not in authorizedAddresses",
+                            extra: stageContext(.rcpt))
+                return await send(r)
+            }
+        }
+        let outcome = await runStage(.rcpt)
+        if let r = outcome.action.reply { return await send(r) }
+        txn!.recipients.append(to)
+        ctx.recipients.append(to)
+        return await send(SMTPReply(250, "2.1.5", "Recipient <\(to)> OK"))
+    }
+
+    // MARK: DATA
+
+    func data(_ inbound: inout Inbound) async -> Bool {
+        guard let t = txn else { return await badSequence("Need MAIL command") }
+        if t.recipients.isEmpty {
+            if t.rcptAttempted {
+                let r = SMTPReply(554, "5.5.1", "No valid recipients")
+                logDecision(stage: .data, check: "protocol", result: "no-recipients", action: "reject", reply: r, reason: "all RCPT commands were refused")
+                return await send(r)
+            }
+            return await badSequence("Need RCPT command")
+        }
+        if !shared.log.isHealthy {
+            let r = SMTPReply(451, "4.3.0", "Local error: decision log unavailable, try again later")
+            logDecision(stage: .data, check: "log", result: "error", action: "tempfail", reply: r, reason: "decision log cannot be written")
+            return await send(r)
+        }
+        guard await send(SMTPReply(354, nil, "End data with <CR><LF>.<CR><LF>")) else { close(.clientClosed); return false }
+
+        let max = listener.maxMessageOctets
+        var reader = DataReader(maxLineLength: 1000)
+        let spool = MessageSpool(directory: shared.config.spoolDirectory, memoryLimit: shared.config.spoolMemoryLimit)
+        var headerBlock = ByteBuffer()
+        var collectingHeaders = true
+        var truncated = false
+        var dataOutcome: StageOutcome?
+        var ended = false
+
+        while !ended {
+            let line: SMTPLine?
+            do {
+                line = try await inbound.next()
+            } catch is IdleTimeout {
+                _ = await send(.timeout)
+                logDecision(stage: .data, check: "protocol", result: "timeout", action: "tempfail", reply: .timeout,
+                            reason: "no data for \(listener.connectionTimeout)s; message discarded", extra: stageContext(.data))
+                close(.timeout)
+                return false
+            } catch {
+                close(handle.closedByServer ? .shutdown : .clientClosed, detail: "during DATA; message discarded")
+                return false
+            }
+            guard let line else {
+                close(handle.closedByServer ? .shutdown : .clientClosed, detail: "during DATA; message discarded")
+                return false
+            }
+            for event in reader.feed(line) {
+                switch event {
+                case .end:
+                    ended = true
+                case .headersComplete:
+                    collectingHeaders = false
+                    ctx.headers = HeaderParser.parse(headerBlock).map { HeaderField($0.0, $0.1) }
+                    ctx.messageSize = reader.size
+                    dataOutcome = await runStage(.data)
+                case .content(let buf):
+                    if collectingHeaders && headerBlock.readableBytes < 256 * 1024 {
+                        var b = buf
+                        headerBlock.writeBuffer(&b)
+                        headerBlock.writeStaticString("\r\n")
+                    }
+                    if truncated { continue }
+                    if max > 0 && spool.size + buf.readableBytes + 2 > max {
+                        truncated = true
+                        continue
+                    }
+                    spool.append(buf)
+                    spool.append(ByteBuffer(string: "\r\n"))
+                }
+            }
+        }
+        return await endOfData(spool: spool, reader: reader, headerBlock: headerBlock, collectingHeaders: collectingHeaders,
+                               truncated: truncated, dataOutcome: dataOutcome)
+    }
+
+    func endOfData(spool: MessageSpool, reader: DataReader, headerBlock: ByteBuffer, collectingHeaders: Bool,
+                   truncated: Bool, dataOutcome: StageOutcome?) async -> Bool {
+        var t = txn!
+        ctx.messageSize = reader.size
+        ctx.messageTruncated = truncated
+        let headers = collectingHeaders ? HeaderParser.parse(headerBlock).map { HeaderField($0.0, $0.1) } : ctx.headers
+        ctx.headers = headers
+        let messageID = headers.first { $0.name.lowercased() == "message-id" }?.value ?? ""
+
+        func finish(_ reply: SMTPReply, action: String, downstream: DeliveryOutcome? = nil, durable: Bool = false) async -> Bool {
+            var f: [(String, JSONValue)] = [
+                ("transaction", .string(t.id)), ("sender", .string(t.sender.description)),
+                ("recipients", .array(t.recipients.map { .string($0.description) })), ("size", .int(reader.size)),
+                ("message_id", .string(messageID)), ("action", .string(action)), ("reply", .string(reply.summary)),
+            ]
+            if ctx.score != 0 { f.append(("score", .double(ctx.score))) }
+            if let d = downstream {
+                f.append(("downstream", .object([("target", .string(d.target)), ("result", .string(d.kind.rawValue)), ("reply", .string(d.detail))])))
+            }
+            var answer = reply
+            let rec = LogRecord(event: "transaction", session: id, fields: [("client", .string(clientIPText))] + f)
+            if durable {
+                do {
+                    try await shared.log.appendDurably(rec)
+                } catch {
+                    answer = SMTPReply(451, "4.3.0", "Local error: decision log unavailable, try again later")
+                }
+            } else {
+                shared.log.append(rec)
+            }
+            endTransaction()
+            let ok = await send(answer)
+            if shared.registry.isShuttingDown() {
+                _ = await send(.shuttingDown)
+                close(.shutdown)
+                return false
+            }
+            return ok
+        }
+
+        if let p = reader.problem {
+            logDecision(stage: .message, check: "data", result: p.name, action: "reject", reply: p.reply,
+                        reason: "message text is not valid SMTP; nothing forwarded", extra: stageContext(.message))
+            return await finish(p.reply, action: "reject")
+        }
+        if spool.failed != 0 {
+            let r = SMTPReply.localError
+            logDecision(stage: .message, check: "spool", result: "error", action: "tempfail", reply: r,
+                        reason: "spool write failed: \(String(cString: strerror(spool.failed)))")
+            return await finish(r, action: "tempfail")
+        }
+        if let d = dataOutcome, let r = d.action.reply {
+            return await finish(r, action: d.action.name)
+        }
+        let outcome = await runStage(.message)
+        if let r = outcome.action.reply {
+            return await finish(r, action: outcome.action.name)
+        }
+        t = txn!
+        if truncated {
+            // Never forward a message that was not kept whole, whatever the checks said.
+            logDecision(stage: .message, check: "size", result: "oversize", action: "reject", reply: SizeCheck.tooBig,
+                        reason: "message exceeds maxmessagesize \(listener.maxMessageOctets)")
+            return await finish(SizeCheck.tooBig, action: "reject")
+        }
+        let prefix = receivedHeader(t) + t.headers.map { "\($0.name): \($0.value)\r\n" }.joined()
+        let env = Envelope(sender: t.sender, parameters: t.parameters, recipients: t.recipients)
+        let delivery = await shared.forwarder.deliver(env, prefix: prefix, spool: spool)
+        let action: String
+        switch delivery.kind {
+        case .delivered: action = "accept"
+        case .rejected: action = "reject"
+        case .tempfailed: action = "tempfail"
+        }
+        return await finish(delivery.reply, action: action, downstream: delivery, durable: true)
+    }
+
+    /// RFC 5321 §4.4 trace field.
+    func receivedHeader(_ t: Transaction) -> String {
+        let proto: String
+        if t.parameters.smtpUTF8 { proto = "UTF8SMTP" } else { proto = esmtp ? "ESMTP" : "SMTP" }
+        let literal: String
+        if case .v6 = ctx.clientIP { literal = "IPv6:\(clientIPText)" } else { literal = clientIPText }
+        var h = "Received: from \(helo ?? "unknown") ([\(literal)])\r\n\tby \(helloName) (MailGate) with \(proto) id \(t.id)"
+        if t.recipients.count == 1 { h += "\r\n\tfor <\(t.recipients[0])>;" } else { h += ";" }
+        return h + " \(Session.rfc5322Date())\r\n"
+    }
+
+    static func rfc5322Date() -> String {
+        var t = time(nil)
+        var tmv = tm()
+        gmtime_r(&t, &tmv)
+        var buf = [CChar](repeating: 0, count: 64)
+        let n = strftime(&buf, buf.count, "%a, %d %b %Y %H:%M:%S +0000", &tmv)
+        return String(decoding: buf[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

@@ -1,0 +1,230 @@
+/// mailgate: the command line. A thin layer: every command calls into the modules.
+///
+/// `serve` runs the gateway, `check-config` validates a configuration, `log verify|tail|query`
+/// read the decision log, `version` prints the linked C libraries.
+import ArgumentParser
+import Foundation
+import Gateway
+import DecisionLog
+import DNSResolver
+import MailAuth
+import SMTPProtocol
+
+@main
+struct MailGate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mailgate",
+        abstract: "An anti-spam SMTP policy gateway in front of your mail server.",
+        subcommands: [Serve.self, CheckConfig.self, Log.self, Version.self])
+}
+
+func loadConfig(_ path: String?) throws -> GatewayConfig {
+    guard let path else { return GatewayConfig() }
+    do {
+        return try ConfigLoader.load(path: path)
+    } catch let errors as [ConfigError] {
+        for e in errors { FileHandle.standardError.write(Data("\(e)\n".utf8)) }
+        throw ExitCode(2)
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the gateway (embedded defaults without --config).")
+
+    @Option(help: "Configuration file (YAML).") var config: String?
+
+    func run() async throws {
+        let cfg = try loadConfig(config)
+        let log: DecisionLog
+        do {
+            log = try DecisionLog(path: cfg.log.path,
+                                  durability: cfg.log.durability == "fsync" ? .fsync : .groupCommit(milliseconds: cfg.log.groupCommitMs))
+        } catch {
+            FileHandle.standardError.write(Data("mailgate: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        signal(SIGPIPE, SIG_IGN)
+        let server = GatewayServer(config: cfg, log: log)
+        log.append(LogRecord(event: "gateway.start", fields: [
+            ("listeners", .array(cfg.listeners.map { .string("\($0.name)=\($0.bind.joined(separator: ","))") })),
+            ("downstream", .array(cfg.downstream.targets.map { .string($0) })),
+        ]))
+        do {
+            try await server.start()
+        } catch {
+            FileHandle.standardError.write(Data("mailgate: cannot listen: \(error)\n".utf8))
+            log.close()
+            throw ExitCode(1)
+        }
+        for a in server.boundAddresses() {
+            FileHandle.standardError.write(Data("mailgate: listening on \(a.ipAddress ?? "?"):\(a.port ?? 0)\n".utf8))
+        }
+        FileHandle.standardError.write(Data("mailgate: delivering to \(cfg.downstream.targets.joined(separator: ", ")); decision log \(cfg.log.path)\n".utf8))
+        let signalName: String = await withCheckedContinuation { cont in
+            let once = Once()
+            var sources: [DispatchSourceSignal] = []
+            for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
+                let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                src.setEventHandler { if once.fire() { cont.resume(returning: name) } }
+                src.resume()
+                sources.append(src)
+            }
+            SignalSources.keep(sources)
+        }
+        FileHandle.standardError.write(Data("mailgate: \(signalName): shutting down (grace \(cfg.shutdownGracePeriod)s)\n".utf8))
+        await server.shutdown()
+        log.append(LogRecord(event: "gateway.stop", fields: [("signal", .string(signalName))]))
+        log.close()
+    }
+}
+
+final class Once: @unchecked Sendable {
+    private let lock = NSLock()
+    private var fired = false
+    func fire() -> Bool { lock.lock(); defer { lock.unlock() }; if fired { return false }; fired = true; return true }
+}
+
+enum SignalSources {
+    nonisolated(unsafe) static var sources: [DispatchSourceSignal] = []
+    static func keep(_ s: [DispatchSourceSignal]) { sources = s }
+}
+
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check-config", abstract: "Validate a configuration file.")
+    @Argument(help: "Configuration file (YAML).") var file: String
+
+    func run() throws {
+        _ = try loadConfig(file)
+        print("\(file): OK")
+    }
+}
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print versions of MailGate and its C libraries.")
+    func run() {
+        print("mailgate 0.1.0 (ldns \(LDNSLibrary.version), opendkim \(OpenDKIMLibrary.version))")
+    }
+}
+
+struct Log: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Read the decision log.", subcommands: [Verify.self, Tail.self, Query.self])
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Verify the hash chain of a decision log.")
+        @Argument(help: "The log file.") var file: String
+
+        func run() throws {
+            let r: LogVerification
+            do { r = try LogVerifier.verify(path: file) } catch {
+                print("\(file): cannot read: \(error)")
+                throw ExitCode(2)
+            }
+            if r.ok {
+                print("\(file): OK, \(r.records) records, chain intact (last seq \(r.lastSeq))")
+            } else {
+                for p in r.problems { print("FAIL \(p)") }
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Tail: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the last records; -f follows the file.")
+        @Option(name: .shortAndLong, help: "How many records.") var n = 20
+        @Flag(name: .shortAndLong, help: "Keep printing new records.") var follow = false
+        @Flag(help: "Print raw JSON lines.") var json = false
+        @Argument(help: "The log file.") var file = "var/decisions.log"
+
+        func run() throws {
+            var lines: [([String: Any], Substring)] = []
+            try LogReader.forEachRecord(path: file) { r, l in
+                lines.append((r, l))
+                if lines.count > n { lines.removeFirst() }
+            }
+            for (r, l) in lines { print(json ? String(l) : LogFormat.line(r)) }
+            guard follow else { return }
+            guard let fh = FileHandle(forReadingAtPath: file) else { return }
+            fh.seekToEndOfFile()
+            var partial = Data()
+            while true {
+                let d = fh.availableData
+                if d.isEmpty { Thread.sleep(forTimeInterval: 0.2); continue }
+                partial.append(d)
+                while let nl = partial.firstIndex(of: 10) {
+                    let line = partial[partial.startIndex..<nl]
+                    partial = Data(partial[(nl + 1)...])
+                    if json { print(String(decoding: line, as: UTF8.self)) }
+                    else if let o = try? JSONSerialization.jsonObject(with: line) as? [String: Any] { print(LogFormat.line(o)) }
+                    fflush(nil)
+                }
+            }
+        }
+    }
+
+    struct Query: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Find records by time, client, action, stage, check, sender, recipient.")
+        @Option(help: "From this time on (RFC 3339 prefix, e.g. 2026-11-25T10).") var since: String?
+        @Option(help: "Before this time.") var until: String?
+        @Option(help: "Client address or CIDR (192.0.2.0/24, 2001:db8::/32).") var client: String?
+        @Option(help: "Session id.") var session: String?
+        @Option(help: "Event: session.open, verdict, transaction, session.close, session.refused…") var event: String?
+        @Option(help: "Action: accept, reject, tempfail, continue.") var action: String?
+        @Option(help: "Stage: connect, helo, mail, rcpt, data, message.") var stage: String?
+        @Option(help: "Check: size, helo, relay, protocol, limits, data…") var check: String?
+        @Option(help: "Envelope sender.") var sender: String?
+        @Option(help: "Envelope recipient.") var recipient: String?
+        @Option(help: "table or json.") var format = "table"
+        @Argument(help: "The log file.") var file = "var/decisions.log"
+
+        func run() throws {
+            var f = LogFilter()
+            f.since = since
+            f.until = until
+            if let c = client {
+                guard let net = IPNetwork(c) else { throw ValidationError("bad --client \(c)") }
+                f.client = net
+            }
+            f.session = session
+            f.event = event
+            f.action = action
+            f.stage = stage
+            f.check = check
+            f.sender = sender
+            f.recipient = recipient
+            guard ["table", "json"].contains(format) else { throw ValidationError("--format is table or json") }
+            var count = 0
+            try LogReader.forEachRecord(path: file) { r, l in
+                guard f.matches(r) else { return }
+                count += 1
+                print(format == "json" ? String(l) : LogFormat.line(r))
+            }
+            if format == "table" { FileHandle.standardError.write(Data("\(count) records\n".utf8)) }
+        }
+    }
+}
+
+/// One record as a table row: time, session, client, event, then the decision.
+enum LogFormat {
+    static func line(_ r: [String: Any]) -> String {
+        func s(_ k: String) -> String { (r[k]).map { "\($0)" } ?? "" }
+        var cols = [s("ts"), s("session"), s("client").isEmpty ? "-" : s("client"), s("event")]
+        switch s("event") {
+        case "verdict":
+            cols += ["\(s("stage"))/\(s("check"))=\(s("result"))", s("action"), s("reply"), s("reason")]
+        case "transaction":
+            let rc = (r["recipients"] as? [String])?.joined(separator: ",") ?? ""
+            cols += ["<\(s("sender"))> -> \(rc)", "size=\(s("size"))", s("action"), s("reply")]
+        case "session.open":
+            cols += ["listener=\(s("listener"))", "port=\(s("port"))"]
+        case "session.close":
+            cols += ["reason=\(s("reason"))", "transactions=\(s("transactions"))"]
+        case "session.refused":
+            cols += [s("action"), s("reply"), s("reason")]
+        default:
+            break
+        }
+        return cols.filter { !$0.isEmpty }.joined(separator: "  ")
+    }
+}

@@ -1,1 +1,0 @@
-import Gateway; import DNSResolver; import MailAuth; print(LDNSLibrary.version, OpenDKIMLibrary.version)
