@@ -28,6 +28,15 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private var pending = CircularBuffer<EventLoopPromise<SMTPReply>>()
     private var lines: [String] = []
     private var failure: DownstreamError?
+    /// The greeting's reply, expected from the moment the handler is in the pipeline, so a
+    /// greeting that arrives before anyone asks is not mistaken for an unexpected reply.
+    private(set) var greeting: EventLoopFuture<SMTPReply>?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let p = context.eventLoop.makePromise(of: SMTPReply.self)
+        pending.append(p)
+        greeting = p.futureResult
+    }
 
     /// Must be called on the channel's event loop.
     func expect(_ promise: EventLoopPromise<SMTPReply>) {
@@ -129,7 +138,12 @@ final class DownstreamConnection: @unchecked Sendable {
         }
         let conn = DownstreamConnection(target: target, channel: channel, handler: handler)
         do {
-            let greeting = try await conn.expectReplies(1, timeout: commandTimeout, what: "greeting").first!
+            let timer = channel.eventLoop.scheduleTask(in: .seconds(Int64(commandTimeout))) {
+                handler.failAll(.timeout("greeting"), context: nil)
+                channel.close(promise: nil)
+            }
+            let greeting = try await channel.eventLoop.flatSubmit { handler.greeting! }.get()
+            timer.cancel()
             guard greeting.code == 220 else { throw DownstreamError.badGreeting(greeting) }
             var ehlo = try await conn.command("EHLO \(helloName)\r\n", timeout: commandTimeout)
             if ehlo.code != 250 {
