@@ -44,6 +44,11 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
         pending.append(promise)
     }
 
+    /// A channel that never connected, or is torn down, still owes its promises an answer.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        failAll(.closed, context: nil)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let line = unwrapInboundIn(data)
         let text = String(decoding: line.bytes.readableBytesView, as: UTF8.self)

@@ -1,0 +1,343 @@
+import Foundation
+import Testing
+import NIOCore
+import NIOPosix
+import DecisionLog
+import SMTPProtocol
+@testable import Gateway
+
+/// Failures downstream, hostile clients, limits, shutdown: each with the exact reply the
+/// client gets and the record the log keeps.
+@Suite struct ResilienceTests {
+    static let msg = "Subject: t\r\nMessage-ID: <r@example.net>\r\n\r\nbody\r\n"
+
+    /// A port with nothing listening.
+    static func deadPort() async throws -> Int {
+        let ch = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let p = ch.localAddress!.port!
+        try await ch.close()
+        return p
+    }
+
+    func transaction(_ gw: TestGateway) async throws -> [String: Any] {
+        let records = try await gw.records(waitingFor: "transaction")
+        return try #require(records.first { $0["event"] as? String == "transaction" })
+    }
+
+    @Test func downstreamDownGives451() async throws {
+        let port = try await Self.deadPort()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(port)"])
+        let r = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"], data: Self.msg)
+        #expect(r["code"] as? Int == 451)
+        #expect(r["text"] as? String == "4.4.1 Downstream server unavailable, try again later")
+        let t = try await transaction(gw)
+        #expect(t["action"] as? String == "tempfail")
+        let ds = try #require(t["downstream"] as? [String: Any])
+        #expect(ds["result"] as? String == "tempfailed")
+        #expect((ds["reply"] as? String)?.hasPrefix("connect failed") == true)
+        await gw.stop()
+    }
+
+    @Test func downstream550PassesThrough() async throws {
+        let down = try await RecordingDownstream.start(.rejectData("550 5.7.1 Content refused by policy"))
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
+        let r = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"], data: Self.msg)
+        #expect(r["code"] as? Int == 550)
+        #expect(r["text"] as? String == "5.7.1 Content refused by policy")
+        let t = try await transaction(gw)
+        #expect(t["action"] as? String == "reject")
+        #expect(t["reply"] as? String == "550 5.7.1 Content refused by policy")
+        await gw.stop()
+        down.stop()
+    }
+
+    @Test func downstreamRcpt4xxGives4xx() async throws {
+        let down = try await RecordingDownstream.start(.rejectRcpt("450 4.2.0 Mailbox busy"))
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
+        let r = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"], data: Self.msg)
+        #expect(r["code"] as? Int == 451)
+        #expect(r["text"] as? String == "4.3.0 Downstream refused 1 of 1 recipients (450 4.2.0 Mailbox busy); try again later")
+        #expect(down.messages.isEmpty)
+        await gw.stop()
+        down.stop()
+    }
+
+    @Test func downstreamRcpt5xxForAllGives5xx() async throws {
+        let down = try await RecordingDownstream.start(.rejectRcpt("550 5.1.1 No such user"))
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
+        let r = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"], data: Self.msg)
+        #expect(r["code"] as? Int == 550)
+        #expect(r["text"] as? String == "5.1.1 No such user")
+        await gw.stop()
+        down.stop()
+    }
+
+    @Test func downstreamTimeoutGives451() async throws {
+        let down = try await RecordingDownstream.start(.stallAfterDot)
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { c in c.downstream.dataTimeout = 1 }
+        let r = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"], data: Self.msg)
+        #expect(r["code"] as? Int == 451)
+        #expect(r["text"] as? String == "4.4.1 Downstream server unavailable, try again later")
+        let t = try await transaction(gw)
+        let ds = try #require(t["downstream"] as? [String: Any])
+        #expect(ds["reply"] as? String == "timeout waiting for end of data")
+        await gw.stop()
+        down.stop()
+    }
+
+    @Test func downstreamDropMidTransferGives451() async throws {
+        let down = try await RecordingDownstream.start(.dropDuringData)
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
+        let r = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"], data: Self.msg)
+        #expect(r["code"] as? Int == 451)
+        #expect(r["text"] as? String == "4.4.1 Downstream server unavailable, try again later")
+        await gw.stop()
+        down.stop()
+    }
+
+    @Test func downstream421GreetingFailsOver() async throws {
+        let busy = try await RecordingDownstream.start(.greeting("421 4.3.2 busy"))
+        let good = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(busy.port)", "smtp:127.0.0.1:\(good.port)"])
+        let r = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"], data: Self.msg)
+        #expect(r["ok"] as? Bool == true, "\(r)")
+        #expect(good.messages.count == 1)
+        #expect(gw.server.shared.forwarder.isDead("smtp:127.0.0.1:\(busy.port)"))
+        // The dead host is skipped for the retry period: the next message goes straight on.
+        let r2 = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"], data: Self.msg)
+        #expect(r2["ok"] as? Bool == true)
+        #expect(busy.connections == 1)
+        #expect(good.messages.count == 2)
+        let t = try await transaction(gw)
+        #expect((t["downstream"] as? [String: Any])?["target"] as? String == "smtp:127.0.0.1:\(good.port)")
+        await gw.stop()
+        busy.stop()
+        good.stop()
+    }
+
+    @Test func allDownstreamsDeadStillTriesOne() async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
+        gw.server.shared.forwarder.markDead("smtp:127.0.0.1:\(down.port)")
+        let r = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"], data: Self.msg)
+        #expect(r["ok"] as? Bool == true, "\(r)")
+        #expect(down.messages.count == 1)
+        await gw.stop()
+        down.stop()
+    }
+
+    @Test func pooledConnectionIsReused() async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
+        for _ in 0..<3 {
+            let r = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"], data: Self.msg)
+            #expect(r["ok"] as? Bool == true)
+        }
+        #expect(down.messages.count == 3)
+        #expect(down.connections == 1)
+        await gw.stop()
+        down.stop()
+    }
+
+    @Test func connectionLimitPerIP() async throws {
+        let gw = try await TestGateway(downstream: ["maildir:/nonexistent"]) { c in c.listeners[0].connectionLimitPerIP = 1 }
+        // Hold one session open (a raw socket that only reads the greeting), then try another.
+        let holder = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: gw.port).get()
+        for _ in 0..<100 where gw.server.activeSessions < 1 { try await Task.sleep(for: .milliseconds(10)) }
+        let d = try await Client.raw(port: gw.port, [])
+        #expect(d.greeting == "421 4.7.0 Too many connections, try again later")
+        #expect(d.closed)
+        let records = try await gw.records(waitingFor: "session.refused")
+        let refused = try #require(records.first { $0["event"] as? String == "session.refused" })
+        #expect(refused["reason"] as? String == "connectionLimitPerIP 1 reached for 127.0.0.1")
+        #expect(refused["action"] as? String == "tempfail")
+        #expect(refused["client"] as? String == "127.0.0.1")
+        try await holder.close()
+        await gw.stop()
+    }
+
+    @Test func connectionLimitTotal() async throws {
+        let gw = try await TestGateway(downstream: ["maildir:/nonexistent"]) { c in c.listeners[0].connectionLimit = 1 }
+        let holder = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: gw.port).get()
+        for _ in 0..<100 where gw.server.activeSessions < 1 { try await Task.sleep(for: .milliseconds(10)) }
+        let d = try await Client.raw(port: gw.port, [])
+        #expect(d.greeting == "421 4.7.0 Too many connections, try again later")
+        try await holder.close()
+        await gw.stop()
+    }
+
+    @Test func pipelinedSessionGetsRepliesInOrder() async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
+        let d = try await Client.raw(port: gw.port, [
+            ("EHLO client.example.org\r\n", 1),
+            ("MAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<nobody@example.org>\r\nRCPT TO:<c@example.org>\r\nDATA\r\n", 5),
+            ("Subject: pipelined\r\n\r\nhi\r\n.\r\nMAIL FROM:<x@example.net>\r\nRCPT TO:<y@example.org>\r\nDATA\r\n", 4),
+            ("Subject: second\r\n\r\nho\r\n.\r\nQUIT\r\n", 2),
+        ])
+        #expect(d.replies[1] == ["250 2.1.0 Sender <a@example.net> OK", "250 2.1.5 Recipient <b@example.org> OK",
+                                 "250 2.1.5 Recipient <nobody@example.org> OK", "250 2.1.5 Recipient <c@example.org> OK",
+                                 "354 End data with <CR><LF>.<CR><LF>"])
+        #expect(d.replies[2] == ["250 2.0.0 Ok: queued as TEST1", "250 2.1.0 Sender <x@example.net> OK",
+                                 "250 2.1.5 Recipient <y@example.org> OK", "354 End data with <CR><LF>.<CR><LF>"])
+        #expect(d.replies[3] == ["250 2.0.0 Ok: queued as TEST2", "221 2.0.0 gw.test closing connection"])
+        #expect(down.messages.map(\.rcpts) == [["b@example.org", "nobody@example.org", "c@example.org"], ["y@example.org"]])
+        await gw.stop()
+        down.stop()
+    }
+
+    @Test func swaksPipelining() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/swaks") else {
+            Issue.record("swaks is not installed: run bin/setup")
+            return
+        }
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
+        let port = gw.port
+        let out: String = try await withCheckedThrowingContinuation { cont in
+            Thread.detachNewThread {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: "/usr/bin/swaks")
+                p.arguments = ["--server", "127.0.0.1:\(port)", "--pipeline", "--helo", "swaks.example.org",
+                               "--from", "a@example.net", "--to", "b@example.org,c@example.org",
+                               "--header", "Subject: swaks", "--body", "hello from swaks", "--timeout", "20"]
+                let pipe = Pipe()
+                p.standardOutput = pipe
+                p.standardError = pipe
+                do { try p.run() } catch { cont.resume(throwing: error); return }
+                let d = pipe.fileHandleForReading.readDataToEndOfFile()
+                p.waitUntilExit()
+                cont.resume(returning: String(decoding: d, as: UTF8.self))
+            }
+        }
+        #expect(out.contains("<-  250 2.1.5 Recipient <c@example.org> OK"), "\(out)")
+        #expect(out.contains("<-  250 2.0.0 Ok: queued as TEST1"), "\(out)")
+        #expect(down.messages.first?.rcpts == ["b@example.org", "c@example.org"])
+        await gw.stop()
+        down.stop()
+    }
+
+    @Test(arguments: [
+        ("bare LF line ending", "Subject: x\r\n\r\nline one\nline two\r\n", "550 5.6.0 Message refused: bare LF in message text (RFC 5321 2.3.8)"),
+        ("smuggled end <LF>.<LF>", "Subject: x\r\n\r\nhello\n.\nMAIL FROM:<evil@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nsmuggled\r\n", "550 5.6.0 Message refused: bare LF in message text (RFC 5321 2.3.8)"),
+        ("smuggled end <CR><LF>.<LF>", "Subject: x\r\n\r\nhello\r\n.\nMAIL FROM:<evil@example.net>\r\n", "550 5.6.0 Message refused: bare LF in message text (RFC 5321 2.3.8)"),
+        ("bare CR", "Subject: x\r\n\r\nhello\rworld\r\n", "550 5.6.0 Message refused: bare CR in message text (RFC 5321 2.3.8)"),
+        ("NUL", "Subject: x\r\n\r\nhel\u{0}lo\r\n", "550 5.6.0 Message refused: NUL octet in message text"),
+    ])
+    func smugglingAndBadLineEndingsAreRefused(name: String, body: String, reply: String) async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
+        let d = try await Client.raw(port: gw.port, [
+            ("EHLO client.example.org\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", 4),
+            (body + ".\r\n", 1),
+            ("NOOP\r\n", 1),
+        ])
+        #expect(d.replies[1] == [reply], "\(name)")
+        #expect(d.replies[2] == ["250 2.0.0 OK"], "\(name): the session must stay in step")
+        #expect(down.messages.isEmpty, "\(name): nothing may be forwarded")
+        let records = try await gw.records()
+        let v = try #require(records.first { $0["check"] as? String == "data" })
+        #expect(v["action"] as? String == "reject")
+        await gw.stop()
+        down.stop()
+    }
+
+    @Test func tooManyUnrecognizedCommands() async throws {
+        let gw = try await TestGateway(downstream: ["maildir:/nonexistent"]) { c in c.listeners[0].maxUnrecognizedCommands = 3 }
+        let d = try await Client.raw(port: gw.port, (0..<4).map { ("FOO\($0)\r\n", 1) })
+        #expect(d.replies.prefix(3).map { $0.first ?? "" } == Array(repeating: "500 5.5.2 Syntax error, command unrecognized", count: 3))
+        #expect(d.replies[3] == ["421 4.7.0 Too many errors, closing connection"])
+        #expect(d.closed)
+        let records = try await gw.records(waitingFor: "session.close")
+        #expect(records.last?["reason"] as? String == "too-many-errors")
+        await gw.stop()
+    }
+
+    @Test func httpRequestIsDroppedAtOnce() async throws {
+        let gw = try await TestGateway(downstream: ["maildir:/nonexistent"])
+        let d = try await Client.raw(port: gw.port, [("GET / HTTP/1.1\r\n", 1)])
+        #expect(d.replies[0] == ["421 4.7.0 This is an SMTP server; closing connection"])
+        #expect(d.closed)
+        await gw.stop()
+    }
+
+    @Test func idleClientTimesOut() async throws {
+        let gw = try await TestGateway(downstream: ["maildir:/nonexistent"]) { c in c.listeners[0].connectionTimeout = 1 }
+        let d = try await Client.raw(port: gw.port, [("EHLO client.example.org\r\n", 1), (nil, 1)])
+        #expect(d.replies[1] == ["421 4.4.2 Timeout exceeded, closing connection"])
+        let records = try await gw.records(waitingFor: "session.close")
+        #expect(records.last?["reason"] as? String == "timeout")
+        await gw.stop()
+    }
+
+    @Test func heloCheckRefusesBadNamesFromUnauthorizedClients() async throws {
+        let gw = try await TestGateway(downstream: ["maildir:/nonexistent"]) { c in
+            c.listeners[0].authorizedAddresses = []
+            c.helo.literalMustMatchClient = true
+        }
+        let d = try await Client.raw(port: gw.port, [
+            ("HELO localhost\r\n", 1),
+            ("EHLO 192.0.2.1\r\n", 1),
+            ("EHLO [192.0.2.1]\r\n", 1),
+            ("MAIL FROM:<a@example.net>\r\n", 1),
+            ("HELO [127.0.0.1]\r\n", 1),
+            ("HELO mx.example.net\r\n", 1),
+        ])
+        #expect(d.replies.map { $0.first ?? "" } == [
+            "504 5.5.2 Helo command rejected: need fully-qualified hostname",
+            "501 5.5.2 Helo command rejected: Invalid name",
+            "550 5.7.1 Helo command rejected: address literal does not match your address",
+            "503 5.5.1 Send HELO/EHLO first",
+            "250 gw.test Hello [127.0.0.1] [127.0.0.1]",
+            "250 gw.test Hello mx.example.net [127.0.0.1]",
+        ])
+        let records = try await gw.records()
+        let helo = records.filter { $0["check"] as? String == "helo" }
+        #expect(helo.map { $0["result"] as? String ?? "" } == ["invalid", "invalid", "invalid", "pass", "pass"])
+        #expect(helo.first?["reason"] as? String == "not a fully qualified domain name")
+        await gw.stop()
+    }
+
+    @Test func shutdownSays421ToIdleSessionsAndFinishesTransactions() async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
+        let port = gw.port
+        // A client mid-transaction (MAIL given) and an idle one.
+        async let busy = Client.raw(port: port, [
+            ("EHLO client.example.org\r\nMAIL FROM:<a@example.net>\r\n", 2),
+            (nil, 0),
+        ])
+        async let idle = Client.raw(port: port, [("EHLO client.example.org\r\n", 1), (nil, 1)], timeout: 10)
+        for _ in 0..<200 where gw.server.activeSessions < 2 { try await Task.sleep(for: .milliseconds(10)) }
+        try await Task.sleep(for: .milliseconds(300))
+        let stop = Task { await gw.server.shutdown(grace: .seconds(1)) }
+        let i = try await idle
+        #expect(i.replies[1] == ["421 4.3.2 Service shutting down, try again later"])
+        _ = try await busy
+        await stop.value
+        gw.log.close()
+        let records = try LogVerifier.verify(path: gw.logPath)
+        #expect(records.ok)
+        down.stop()
+    }
+
+    @Test func logChainVerifiesAndAOneByteEditFails() async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
+        for i in 0..<3 {
+            _ = try await Client.smtplib(port: gw.port, from: "a\(i)@example.net", to: ["b@example.org"], data: Self.msg)
+        }
+        await gw.stop()
+        down.stop()
+        let ok = try LogVerifier.verify(path: gw.logPath)
+        #expect(ok.ok, "\(ok.problems)")
+        #expect(ok.records >= 18)
+        var data = try Data(contentsOf: URL(fileURLWithPath: gw.logPath))
+        let idx = try #require(data.firstRange(of: Data("a1@example.net".utf8)))
+        data[idx.lowerBound] = UInt8(ascii: "x")
+        try data.write(to: URL(fileURLWithPath: gw.logPath))
+        let bad = try LogVerifier.verify(path: gw.logPath)
+        #expect(!bad.ok)
+        #expect(bad.problems.first?.contains("does not chain to the record before") == true)
+    }
+}
