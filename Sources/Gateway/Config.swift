@@ -142,7 +142,7 @@ public enum ConfigLoader {
         }
         var cfg = GatewayConfig()
         if let root { r.readRoot(root, into: &cfg) }
-        if !r.errors.isEmpty { throw r.errors }
+        if !r.errors.isEmpty { throw r.errors.sorted { $0.line < $1.line } }
         return cfg
     }
 

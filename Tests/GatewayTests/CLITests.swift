@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+
+/// The `mailgate` binary as an operator runs it.
+@Suite struct CLITests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static var binary: String {
+        ProcessInfo.processInfo.environment["MAILGATE_BIN"] ?? root.appendingPathComponent(".build/debug/mailgate").path
+    }
+
+    func run(_ args: [String], cwd: String? = nil) async throws -> (Int32, String) {
+        try await withCheckedThrowingContinuation { cont in
+            Thread.detachNewThread {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: Self.binary)
+                p.arguments = args
+                if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+                let pipe = Pipe()
+                p.standardOutput = pipe
+                p.standardError = pipe
+                do { try p.run() } catch { cont.resume(throwing: error); return }
+                let d = pipe.fileHandleForReading.readDataToEndOfFile()
+                p.waitUntilExit()
+                cont.resume(returning: (p.terminationStatus, String(decoding: d, as: UTF8.self)))
+            }
+        }
+    }
+
+    @Test func checkConfig() async throws {
+        let dir = NSTemporaryDirectory() + "mg-cli-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let good = Self.root.appendingPathComponent("config/mailgate.example.yaml").path
+        let (s1, o1) = try await run(["check-config", good])
+        #expect(s1 == 0)
+        #expect(o1 == "\(good): OK\n")
+        let bad = dir + "/bad.yaml"
+        try "listeners:\n  - bind: [\"127.0.0.1:25\"]\n    colour: blue\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let (s2, o2) = try await run(["check-config", bad])
+        #expect(s2 == 2)
+        #expect(o2.hasPrefix("\(bad):3: unknown key 'colour' in listener"))
+    }
+
+    /// The README's promise: serve on the embedded default, send with smtplib, find the
+    /// message in var/mail and the decision in the log, verify the chain, break it.
+    @Test func serveDefaultDeliversToMaildirAndLogVerifies() async throws {
+        let dir = NSTemporaryDirectory() + "mg-serve-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        // The embedded default listens on 127.0.0.1:2525; use a config that differs only in the port.
+        let port = Int.random(in: 30000...60000)
+        try "listeners:\n  - bind: [\"127.0.0.1:\(port)\"]\n".write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["serve", "--config", "c.yaml"]
+        p.currentDirectoryURL = URL(fileURLWithPath: dir)
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        var up = false
+        for _ in 0..<100 {
+            if let r = try? await Client.raw(port: port, [("QUIT\r\n", 1)]), r.greeting.hasPrefix("220 ") { up = true; break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        try #require(up)
+        let r = try await Client.smtplib(port: port, from: "a@example.net", to: ["postmaster@localhost"],
+                                         data: "Subject: hello\r\nMessage-ID: <cli@example.net>\r\n\r\nHi.\r\n")
+        #expect(r["ok"] as? Bool == true, "\(r)")
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/var/mail/new")
+        #expect(files.count == 1)
+        let mail = try String(contentsOfFile: dir + "/var/mail/new/" + files[0], encoding: .utf8)
+        #expect(mail.hasPrefix("Return-Path: <a@example.net>\r\nReceived: from client.example.org ([127.0.0.1])\r\n"))
+        #expect(mail.hasSuffix("Subject: hello\r\nMessage-ID: <cli@example.net>\r\n\r\nHi.\r\n"))
+        let (qs, q) = try await run(["log", "query", "--event", "transaction", "--format", "json", "var/decisions.log"], cwd: dir)
+        #expect(qs == 0)
+        #expect(q.contains("\"message_id\":\"<cli@example.net>\""))
+        #expect(q.contains("\"action\":\"accept\""))
+        let (vs, v) = try await run(["log", "verify", "var/decisions.log"], cwd: dir)
+        #expect(vs == 0, "\(v)")
+        #expect(v.hasPrefix("var/decisions.log: OK, "))
+        // One byte changed: verification fails.
+        var data = try Data(contentsOf: URL(fileURLWithPath: dir + "/var/decisions.log"))
+        let i = try #require(data.firstRange(of: Data("cli@example.net".utf8)))
+        data[i.lowerBound] = UInt8(ascii: "k")
+        try data.write(to: URL(fileURLWithPath: dir + "/var/decisions.log"))
+        let (bs, b) = try await run(["log", "verify", "var/decisions.log"], cwd: dir)
+        #expect(bs == 1)
+        #expect(b.hasPrefix("FAIL var/decisions.log:"))
+    }
+}
