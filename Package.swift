@@ -36,7 +36,7 @@ let package = Package(
                     "DNSResolver", "MailAuth",
                     .product(name: "NIOCore", package: "swift-nio"),
                     .product(name: "NIOPosix", package: "swift-nio"),
-                    .product(name: "Logging", package: "swift-log"),
+                    .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                     .product(name: "Yams", package: "Yams"),
                 ]),
         .executableTarget(name: "mailgate",

@@ -173,7 +173,8 @@ public final class Forwarder: @unchecked Sendable {
                 replies.append(r)
                 if i == 0 && r.code != 250 { break }
                 if c == commands.last { break }
-                if i == commands.count - 2 && !replies.dropFirst().contains(where: { $0.code / 100 == 2 }) { break }
+                // Any refused recipient abandons the transaction: do not send DATA.
+                if i == commands.count - 2 && replies.dropFirst().contains(where: { $0.code / 100 != 2 }) { break }
             }
         }
         let mailReply = replies[0]

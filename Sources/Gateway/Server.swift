@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import NIOConcurrencyHelpers
 import SMTPProtocol
 import PolicyEngine
 import Checks
@@ -84,17 +85,30 @@ final class SessionRegistry: @unchecked Sendable {
     func all() -> [SessionHandle] { lock.lock(); defer { lock.unlock() }; return Array(sessions.values) }
 }
 
-/// Fires `IdleTimeout` into the pipeline when the client has sent nothing for
-/// connectionTimeout seconds; the session answers 421 4.4.2 and closes.
+/// Enforces connectionTimeout. When the client has sent nothing for that long *while the
+/// session waits for it*, fires `IdleTimeout` into the pipeline; the session answers
+/// 421 4.4.2 and closes. Time the session spends on checks or on the downstream does not
+/// count against the client. When nothing could be written for that long because the
+/// client does not read its replies, the connection is closed.
 struct IdleTimeout: Error {}
 
 final class IdleTimeoutHandler: ChannelInboundHandler, Sendable {
     typealias InboundIn = SMTPLine
+    /// True while the session is working on a command rather than waiting for input.
+    let busy = NIOLockedValueBox(false)
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            context.fireErrorCaught(IdleTimeout())
-        } else {
+        guard let e = event as? IdleStateHandler.IdleStateEvent else {
             context.fireUserInboundEventTriggered(event)
+            return
+        }
+        switch e {
+        case .read:
+            if !busy.withLockedValue({ $0 }) { context.fireErrorCaught(IdleTimeout()) }
+        case .write:
+            if !context.channel.isWritable { context.close(promise: nil) }
+        default:
+            break
         }
     }
 }
@@ -168,7 +182,7 @@ public final class GatewayServer: @unchecked Sendable {
                     .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                     .bind(host: addr.host, port: addr.port) { channel in
                         channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: timeout))
+                            try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: timeout, writeTimeout: timeout))
                             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineFramer(maxLineLength: 1000)))
                             try channel.pipeline.syncOperations.addHandler(IdleTimeoutHandler())
                             return try NIOAsyncChannel<SMTPLine, ByteBuffer>(wrappingChannelSynchronously: channel)

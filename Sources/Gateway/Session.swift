@@ -31,6 +31,7 @@ final class Session {
     let pipeline: Pipeline
     let shared: GatewayShared
     let handle: SessionHandle
+    let idle: IdleTimeoutHandler?
     var ctx: CheckContext
     var outbound: Outbound
     var helo: String?
@@ -43,7 +44,8 @@ final class Session {
     let clientIPText: String
 
     init(id: String, listener: ListenerConfig, helloName: String, pipeline: Pipeline, shared: GatewayShared,
-         handle: SessionHandle, ip: IPAddress, port: Int, outbound: Outbound) {
+         handle: SessionHandle, idle: IdleTimeoutHandler?, ip: IPAddress, port: Int, outbound: Outbound) {
+        self.idle = idle
         self.id = id
         self.listener = listener
         self.helloName = helloName
@@ -85,10 +87,11 @@ final class Session {
         let h = SessionHandle(channel: conn.channel)
         shared.registry.add(id, h)
         defer { shared.registry.remove(id) }
+        let idle = try? await conn.channel.pipeline.handler(type: IdleTimeoutHandler.self).get()
         do {
             try await conn.executeThenClose { inbound, outbound in
                 let s = Session(id: id, listener: listener, helloName: helloName, pipeline: pipeline, shared: shared,
-                                handle: h, ip: ip, port: port, outbound: outbound)
+                                handle: h, idle: idle, ip: ip, port: port, outbound: outbound)
                 var it = inbound.makeAsyncIterator()
                 await s.run(&it, local: conn.channel.localAddress)
             }
@@ -198,7 +201,9 @@ final class Session {
                 close(handle.closedByServer ? .shutdown : .clientClosed)
                 return
             }
+            idle?.busy.withLockedValue { $0 = true }
             let keepGoing = await command(line, &inbound)
+            idle?.busy.withLockedValue { $0 = false }
             if !keepGoing { return }
         }
     }
@@ -404,6 +409,8 @@ final class Session {
             return await send(r)
         }
         guard await send(SMTPReply(354, nil, "End data with <CR><LF>.<CR><LF>")) else { close(.clientClosed); return false }
+        idle?.busy.withLockedValue { $0 = false }
+        defer { idle?.busy.withLockedValue { $0 = true } }
 
         let max = listener.maxMessageOctets
         var reader = DataReader(maxLineLength: 1000)
@@ -437,6 +444,8 @@ final class Session {
                 case .end:
                     ended = true
                 case .headersComplete:
+                    idle?.busy.withLockedValue { $0 = true }
+                    defer { idle?.busy.withLockedValue { $0 = false } }
                     collectingHeaders = false
                     ctx.headers = HeaderParser.parse(headerBlock).map { HeaderField($0.0, $0.1) }
                     ctx.messageSize = reader.size
@@ -457,6 +466,7 @@ final class Session {
                 }
             }
         }
+        idle?.busy.withLockedValue { $0 = true }
         return await endOfData(spool: spool, reader: reader, headerBlock: headerBlock, collectingHeaders: collectingHeaders,
                                truncated: truncated, dataOutcome: dataOutcome)
     }

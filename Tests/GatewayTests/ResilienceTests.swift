@@ -270,6 +270,24 @@ import SMTPProtocol
         await gw.stop()
     }
 
+    /// Time the gateway spends waiting on the downstream is not the client's idle time.
+    @Test func slowDownstreamDoesNotTimeOutTheClient() async throws {
+        let down = try await RecordingDownstream.start(.stallAfterDot)
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { c in
+            c.listeners[0].connectionTimeout = 1
+            c.downstream.dataTimeout = 3
+        }
+        let d = try await Client.raw(port: gw.port, [
+            ("EHLO client.example.org\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", 4),
+            ("Subject: slow\r\n\r\nbody\r\n.\r\n", 1),
+            ("NOOP\r\n", 1),
+        ])
+        #expect(d.replies[1] == ["451 4.4.1 Downstream server unavailable, try again later"])
+        #expect(d.replies[2] == ["250 2.0.0 OK"])
+        await gw.stop()
+        down.stop()
+    }
+
     @Test func heloCheckRefusesBadNamesFromUnauthorizedClients() async throws {
         let gw = try await TestGateway(downstream: ["maildir:/nonexistent"]) { c in
             c.listeners[0].authorizedAddresses = []
