@@ -41,6 +41,32 @@ import SMTPProtocol
         #expect(v.ok, "\(v.problems)")
     }
 
+    @Test func severalListenersIPv4AndIPv6() async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { c in
+            var second = c.listeners[0]
+            second.name = "submission"
+            second.bind = ["[::1]:0"]
+            second.smtpGreeting = "gw6.test ready for IPv6"
+            c.listeners.append(second)
+        }
+        let v6 = try #require(gw.server.boundAddresses(listener: "submission").first?.port)
+        let a = try await Client.raw(port: gw.port, [("QUIT\r\n", 1)])
+        let b = try await Client.raw(port: v6, host: "::1", [("EHLO [IPv6:::1]\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", 4),
+                                                           ("Subject: v6\r\n\r\nx\r\n.\r\n", 1)])
+        #expect(a.greeting == "220 gw.test ESMTP MailGate ready")
+        #expect(b.greeting == "220 gw6.test ready for IPv6")
+        #expect(b.replies[1] == ["250 2.0.0 Ok: queued as TEST1"])
+        let text = String(decoding: try #require(down.messages.first).data, as: UTF8.self)
+        #expect(text.hasPrefix("Received: from [IPv6:::1] ([IPv6:::1])\r\n"))
+        let records = try await gw.records(waitingFor: "session.close", count: 2)
+        let opens = records.filter { $0["event"] as? String == "session.open" }
+        #expect(Set(opens.compactMap { $0["listener"] as? String }) == ["smtp", "submission"])
+        #expect(Set(opens.compactMap { $0["client"] as? String }) == ["127.0.0.1", "::1"])
+        await gw.stop()
+        down.stop()
+    }
+
     @Test func largeMessageIsSpooledAndArrivesWhole() async throws {
         let down = try await RecordingDownstream.start()
         let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])

@@ -210,8 +210,8 @@ enum Client {
     }
 
     /// A raw dialogue: each step sends bytes and reads `replies` replies.
-    static func raw(port: Int, _ steps: [(String?, Int)], timeout: Double = 20) async throws -> (greeting: String, replies: [[String]], closed: Bool) {
-        let r = try await run("raw", ["port": port, "timeout": timeout,
+    static func raw(port: Int, host: String = "127.0.0.1", _ steps: [(String?, Int)], timeout: Double = 20) async throws -> (greeting: String, replies: [[String]], closed: Bool) {
+        let r = try await run("raw", ["port": port, "host": host, "timeout": timeout,
                                 "steps": steps.map { s -> [String: Any] in
                                     var d: [String: Any] = ["replies": s.1]
                                     if let x = s.0 { d["send"] = x }

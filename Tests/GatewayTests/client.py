@@ -24,7 +24,7 @@ def read_reply(f):
 
 
 def raw(args):
-    s = socket.create_connection(("127.0.0.1", args["port"]), timeout=args.get("timeout", 20))
+    s = socket.create_connection((args.get("host", "127.0.0.1"), args["port"]), timeout=args.get("timeout", 20))
     f = s.makefile("rb")
     out = {"greeting": read_reply(f), "replies": [], "closed": False}
     for step in args["steps"]:
@@ -62,7 +62,7 @@ def raw(args):
 def send(args):
     out = {}
     try:
-        c = smtplib.SMTP("127.0.0.1", args["port"], local_hostname=args.get("helo", "client.example.org"), timeout=30)
+        c = smtplib.SMTP(args.get("host", "127.0.0.1"), args["port"], local_hostname=args.get("helo", "client.example.org"), timeout=30)
         data = base64.b64decode(args["data_b64"])
         refused = c.sendmail(args["from"], args["to"], data, mail_options=args.get("mail_options", []))
         out["ok"] = True
