@@ -43,6 +43,7 @@ let package = Package(
                           dependencies: [
                               "Gateway", "DecisionLog", "DNSResolver", "MailAuth",
                               .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                              .product(name: "Logging", package: "swift-log"),
                           ]),
 
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),

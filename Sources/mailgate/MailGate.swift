@@ -9,6 +9,7 @@ import DecisionLog
 import DNSResolver
 import MailAuth
 import SMTPProtocol
+import Logging
 
 @main
 struct MailGate: AsyncParsableCommand {
@@ -34,13 +35,15 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Configuration file (YAML).") var config: String?
 
     func run() async throws {
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        let logger = Logger(label: "mailgate")
         let cfg = try loadConfig(config)
         let log: DecisionLog
         do {
             log = try DecisionLog(path: cfg.log.path,
                                   durability: cfg.log.durability == "fsync" ? .fsync : .groupCommit(milliseconds: cfg.log.groupCommitMs))
         } catch {
-            FileHandle.standardError.write(Data("mailgate: \(error)\n".utf8))
+            logger.critical("\(error)")
             throw ExitCode(1)
         }
         signal(SIGTERM, SIG_IGN)
@@ -54,14 +57,14 @@ struct Serve: AsyncParsableCommand {
         do {
             try await server.start()
         } catch {
-            FileHandle.standardError.write(Data("mailgate: cannot listen: \(error)\n".utf8))
+            logger.critical("cannot listen: \(error)")
             log.close()
             throw ExitCode(1)
         }
         for a in server.boundAddresses() {
-            FileHandle.standardError.write(Data("mailgate: listening on \(a.ipAddress ?? "?"):\(a.port ?? 0)\n".utf8))
+            logger.notice("listening on \(a.ipAddress ?? "?"):\(a.port ?? 0)")
         }
-        FileHandle.standardError.write(Data("mailgate: delivering to \(cfg.downstream.targets.joined(separator: ", ")); decision log \(cfg.log.path)\n".utf8))
+        logger.notice("delivering to \(cfg.downstream.targets.joined(separator: ", ")); decision log \(cfg.log.path)")
         let signalName: String = await withCheckedContinuation { cont in
             let once = Once()
             var sources: [DispatchSourceSignal] = []
@@ -73,10 +76,11 @@ struct Serve: AsyncParsableCommand {
             }
             SignalSources.keep(sources)
         }
-        FileHandle.standardError.write(Data("mailgate: \(signalName): shutting down (grace \(cfg.shutdownGracePeriod)s)\n".utf8))
+        logger.notice("\(signalName): shutting down (grace \(cfg.shutdownGracePeriod)s)")
         await server.shutdown()
         log.append(LogRecord(event: "gateway.stop", fields: [("signal", .string(signalName))]))
         log.close()
+        logger.notice("stopped")
     }
 }
 
