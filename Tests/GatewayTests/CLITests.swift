@@ -9,21 +9,7 @@ import Testing
     }
 
     func run(_ args: [String], cwd: String? = nil) async throws -> (Int32, String) {
-        try await withCheckedThrowingContinuation { cont in
-            Thread.detachNewThread {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: Self.binary)
-                p.arguments = args
-                if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-                let pipe = Pipe()
-                p.standardOutput = pipe
-                p.standardError = pipe
-                do { try p.run() } catch { cont.resume(throwing: error); return }
-                let d = pipe.fileHandleForReading.readDataToEndOfFile()
-                p.waitUntilExit()
-                cont.resume(returning: (p.terminationStatus, String(decoding: d, as: UTF8.self)))
-            }
-        }
+        try await runProgram(Self.binary, args, cwd: cwd)
     }
 
     @Test func checkConfig() async throws {

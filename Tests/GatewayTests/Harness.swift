@@ -220,3 +220,23 @@ enum Client {
         return (r["greeting"] as? String ?? "", r["replies"] as? [[String]] ?? [], r["closed"] as? Bool ?? false)
     }
 }
+
+/// Runs a program to completion on a plain thread (never on the cooperative pool, which the
+/// gateway's sessions need) and returns its exit status and combined output.
+func runProgram(_ path: String, _ args: [String], cwd: String? = nil) async throws -> (status: Int32, output: String) {
+    try await withCheckedThrowingContinuation { cont in
+        Thread.detachNewThread {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: path)
+            p.arguments = args
+            if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+            let pipe = Pipe()
+            p.standardOutput = pipe
+            p.standardError = pipe
+            do { try p.run() } catch { cont.resume(throwing: error); return }
+            let d = pipe.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            cont.resume(returning: (p.terminationStatus, String(decoding: d, as: UTF8.self)))
+        }
+    }
+}

@@ -194,22 +194,10 @@ import SMTPProtocol
         let down = try await RecordingDownstream.start()
         let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
         let port = gw.port
-        let out: String = try await withCheckedThrowingContinuation { cont in
-            Thread.detachNewThread {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: "/usr/bin/swaks")
-                p.arguments = ["--server", "127.0.0.1:\(port)", "--pipeline", "--helo", "swaks.example.org",
-                               "--from", "a@example.net", "--to", "b@example.org,c@example.org",
-                               "--header", "Subject: swaks", "--body", "hello from swaks", "--timeout", "20"]
-                let pipe = Pipe()
-                p.standardOutput = pipe
-                p.standardError = pipe
-                do { try p.run() } catch { cont.resume(throwing: error); return }
-                let d = pipe.fileHandleForReading.readDataToEndOfFile()
-                p.waitUntilExit()
-                cont.resume(returning: String(decoding: d, as: UTF8.self))
-            }
-        }
+        let out = try await runProgram("/usr/bin/swaks", [
+            "--server", "127.0.0.1:\(port)", "--pipeline", "--helo", "swaks.example.org",
+            "--from", "a@example.net", "--to", "b@example.org,c@example.org",
+            "--header", "Subject: swaks", "--body", "hello from swaks", "--timeout", "20"]).output
         #expect(out.contains("<-  250 2.1.5 Recipient <c@example.org> OK"), "\(out)")
         #expect(out.contains("<-  250 2.0.0 Ok: queued as TEST1"), "\(out)")
         #expect(down.messages.first?.rcpts == ["b@example.org", "c@example.org"])
