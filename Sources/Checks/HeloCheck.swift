@@ -19,6 +19,7 @@ public struct HeloCheck: Check {
     }
 
     public let name = "helo"
+    public let waits = false
     public let stages: Set<Stage> = [.helo]
     public let options: Options
 

@@ -10,6 +10,7 @@ import SMTPProtocol
 /// at end of data when the content was larger than allowed.
 public struct SizeCheck: Check {
     public let name = "size"
+    public let waits = false
     public let stages: Set<Stage> = [.mail, .message]
 
     public init() {}

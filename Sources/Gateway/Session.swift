@@ -461,8 +461,7 @@ final class Session {
                         truncated = true
                         continue
                     }
-                    spool.append(buf)
-                    spool.append(ByteBuffer(string: "\r\n"))
+                    spool.appendLine(buf)
                 }
             }
         }

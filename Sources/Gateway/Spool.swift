@@ -39,6 +39,22 @@ public final class MessageSpool: @unchecked Sendable {
         writeFully(bytes.readableBytesView)
     }
 
+    /// Appends one line and its CRLF.
+    public func appendLine(_ line: ByteBuffer) {
+        guard failed == 0 else { return }
+        if fd < 0 && memory.readableBytes + line.readableBytes + 2 <= memoryLimit {
+            size += line.readableBytes + 2
+            var b = line
+            memory.writeBuffer(&b)
+            memory.writeStaticString("\r\n")
+            return
+        }
+        append(line)
+        append(MessageSpool.crlf)
+    }
+
+    private static let crlf = ByteBuffer(string: "\r\n")
+
     private func spill() {
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let path = "\(directory)/spool.\(getpid()).\(UInt64.random(in: 0...UInt64.max))"

@@ -121,7 +121,15 @@ public struct CheckContext: Sendable {
 public protocol Check: Sendable {
     var name: String { get }
     var stages: Set<Stage> { get }
+    /// False for checks that only compute on the context and cannot wait on anything
+    /// (no I/O): they skip the time-budget machinery. Anything that asks DNS, a store or
+    /// the network must leave this true.
+    var waits: Bool { get }
     func evaluate(stage: Stage, context: CheckContext) async -> CheckResult
+}
+
+extension Check {
+    public var waits: Bool { true }
 }
 
 /// One verdict as the decision log records it.
@@ -183,6 +191,7 @@ public struct Pipeline: Sendable {
     }
 
     private func evaluate(_ check: any Check, stage: Stage, context: CheckContext) async -> CheckResult {
+        if !check.waits { return await check.evaluate(stage: stage, context: context) }
         let timeout = checkTimeout
         return await withTaskGroup(of: CheckResult?.self) { group in
             group.addTask { await check.evaluate(stage: stage, context: context) }

@@ -17,7 +17,8 @@ public struct SMTPReply: Sendable, Equatable, CustomStringConvertible {
     public init(_ code: Int, _ enhanced: String?, _ text: String) {
         self.code = code
         self.enhanced = enhanced
-        self.lines = text.split(separator: "\n", omittingEmptySubsequences: false).map {
+        // "\r\n" is a single Character in Swift: split on it as well as on a bare "\n".
+        self.lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).map {
             SMTPReply.sanitize(String($0))
         }
         if self.lines.isEmpty { self.lines = [""] }
