@@ -8,6 +8,7 @@
 /// decision log with its duration. A check that overruns its time budget tempfails; it is
 /// never taken as an accept and never turns into a hard reject.
 import SMTPProtocol
+import Foundation
 
 public enum Stage: String, CaseIterable, Sendable, Comparable {
     case connect, helo, mail, rcpt, data, message
@@ -192,18 +193,38 @@ public struct Pipeline: Sendable {
 
     private func evaluate(_ check: any Check, stage: Stage, context: CheckContext) async -> CheckResult {
         if !check.waits { return await check.evaluate(stage: stage, context: context) }
+        // Race the check against its budget without waiting for a check that ignores
+        // cancellation: whichever finishes first answers, the other is cancelled and left.
         let timeout = checkTimeout
-        return await withTaskGroup(of: CheckResult?.self) { group in
-            group.addTask { await check.evaluate(stage: stage, context: context) }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
+        let once = ResumeOnce()
+        return await withCheckedContinuation { (cont: CheckedContinuation<CheckResult, Never>) in
+            let work = Task {
+                let r = await check.evaluate(stage: stage, context: context)
+                once.resume(cont, with: r)
             }
-            let first = await group.next()!
-            group.cancelAll()
-            if let r = first { return r }
-            return CheckResult(.tempfail(SMTPReply(451, "4.4.3", "Temporary policy failure, try again later")),
-                               result: "timeout", reason: "check exceeded its time budget of \(timeout)")
+            Task {
+                try? await Task.sleep(for: timeout)
+                if once.resume(cont, with: CheckResult(.tempfail(SMTPReply(451, "4.4.3", "Temporary policy failure, try again later")),
+                                                       result: "timeout", reason: "check exceeded its time budget of \(timeout)")) {
+                    work.cancel()
+                }
+            }
         }
+    }
+}
+
+/// Resumes a continuation at most once.
+final class ResumeOnce: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+
+    @discardableResult
+    func resume<T: Sendable>(_ c: CheckedContinuation<T, Never>, with value: T) -> Bool {
+        lock.lock()
+        if done { lock.unlock(); return false }
+        done = true
+        lock.unlock()
+        c.resume(returning: value)
+        return true
     }
 }

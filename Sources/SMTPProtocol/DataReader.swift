@@ -81,6 +81,8 @@ public struct DataReader: Sendable {
 /// in arbitrary chunks; line starts are tracked across chunks.
 public struct DotStuffer: Sendable {
     private var atLineStart = true
+    private var previous: UInt8 = 0
+    private var endsWithCRLF = true
     public init() {}
 
     public mutating func stuff(_ chunk: ByteBuffer, into out: inout ByteBuffer) {
@@ -95,11 +97,13 @@ public struct DotStuffer: Sendable {
                 runStart = i
             }
             atLineStart = b == 10
+            endsWithCRLF = b == 10 && previous == 13
+            previous = b
             i += 1
         }
         out.writeBytes(v[runStart..<v.endIndex])
     }
 
     /// The end-of-data marker; adds a CRLF first if the content did not end with one.
-    public func terminator() -> String { atLineStart ? ".\r\n" : "\r\n.\r\n" }
+    public func terminator() -> String { endsWithCRLF ? ".\r\n" : "\r\n.\r\n" }
 }

@@ -12,8 +12,9 @@ public struct SMTPLine: Sendable, Equatable {
     /// The line's bytes without the ending; truncated to the framer's limit when `overflow`.
     public var bytes: ByteBuffer
     public var ending: Ending
-    /// The length of the whole line on the wire, ending included (saturating at limit + 1
-    /// for overlong lines, whose excess bytes are discarded unread).
+    /// The length of the whole line on the wire, ending included. For an overlong line that
+    /// spanned several reads (its excess discarded unread) this is limit + 1; for one that
+    /// arrived in a single read it is the true length. Either way it exceeds the limit.
     public var wireLength: Int
     /// True when the line was longer than the framer's limit.
     public var overflow: Bool
@@ -39,6 +40,9 @@ public struct SMTPLineFramer: ByteToMessageDecoder, Sendable {
     public let maxLineLength: Int
     private var discarding = false
     private var discardedHead: ByteBuffer?
+    /// The last byte thrown away while discarding, to tell CRLF from a bare LF when the LF
+    /// arrives first in the next read.
+    private var lastDiscarded: UInt8 = 0
     private var searchedUpTo = 0
 
     /// - Parameter maxLineLength: the longest line kept, CRLF included (1000 for SMTP text
@@ -71,9 +75,10 @@ public struct SMTPLineFramer: ByteToMessageDecoder, Sendable {
                 discarding = false
                 var head = discardedHead ?? ByteBuffer()
                 discardedHead = nil
+                let beforeLF = lf > view.startIndex ? view[lf - 1] : lastDiscarded
                 buffer.moveReaderIndex(forwardBy: length)
                 head.moveWriterIndex(to: min(head.writerIndex, maxLineLength))
-                return SMTPLine(bytes: head, ending: .crlf, wireLength: maxLineLength + 1, overflow: true)
+                return SMTPLine(bytes: head, ending: beforeLF == 13 ? .crlf : .bareLF, wireLength: maxLineLength + 1, overflow: true)
             }
             var line = buffer.readSlice(length: length)!
             var ending = SMTPLine.Ending.bareLF
@@ -91,6 +96,7 @@ public struct SMTPLineFramer: ByteToMessageDecoder, Sendable {
                 discarding = true
                 discardedHead = buffer.getSlice(at: buffer.readerIndex, length: min(view.count, 64))
             }
+            lastDiscarded = view.last!
             buffer.moveReaderIndex(forwardBy: view.count)
             buffer.discardReadBytes()
             searchedUpTo = 0

@@ -64,17 +64,18 @@ public struct SMTPReply: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Reply text must never carry CR, LF or other controls (they would let a reply text
-    /// inject protocol lines); replace them and cap the line at 510 octets.
+    /// inject protocol lines); replace them with spaces and cap the text at 500 octets (the
+    /// reply line stays within RFC 5321's 512), cutting only between characters.
     static func sanitize(_ s: String) -> String {
         var out = String.UnicodeScalarView()
+        var octets = 0
         for u in s.unicodeScalars {
-            if u.value < 0x20 || u.value == 0x7f { out.append(" ") } else { out.append(u) }
+            let c: Unicode.Scalar = (u.value < 0x20 || u.value == 0x7f) ? " " : u
+            octets += UTF8.width(c)
+            if octets > 500 { break }
+            out.append(c)
         }
-        var r = String(out)
-        if r.utf8.count > 500 {
-            r = String(decoding: r.utf8.prefix(500), as: UTF8.self)
-        }
-        return r
+        return String(out)
     }
 }
 

@@ -11,12 +11,20 @@ import SMTPProtocol
 @Suite struct ResilienceTests {
     static let msg = "Subject: t\r\nMessage-ID: <r@example.net>\r\n\r\nbody\r\n"
 
-    /// A port with nothing listening.
-    static func deadPort() async throws -> Int {
-        let ch = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-        let p = ch.localAddress!.port!
-        try await ch.close()
-        return p
+    /// A port that refuses connections: bound (so no other test can take it) but not
+    /// listening. Close the descriptor when done.
+    static func deadPort() throws -> (fd: Int32, port: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard ok else { throw POSIXError(.EADDRINUSE) }
+        return (fd, Int(UInt16(bigEndian: addr.sin_port)))
     }
 
     func transaction(_ gw: TestGateway) async throws -> [String: Any] {
@@ -25,7 +33,8 @@ import SMTPProtocol
     }
 
     @Test func downstreamDownGives451() async throws {
-        let port = try await Self.deadPort()
+        let (fd, port) = try Self.deadPort()
+        defer { close(fd) }
         let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(port)"])
         let r = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"], data: Self.msg)
         #expect(r["code"] as? Int == 451)
