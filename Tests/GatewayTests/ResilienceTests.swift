@@ -239,6 +239,25 @@ import SMTPProtocol
         down.stop()
     }
 
+    @Test func tooManyRecipients() async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { c in c.listeners[0].maxRecipients = 2 }
+        let d = try await Client.raw(port: gw.port, [
+            ("EHLO client.example.org\r\nMAIL FROM:<a@example.net>\r\n", 2),
+            ("RCPT TO:<r1@example.org>\r\nRCPT TO:<r2@example.org>\r\nRCPT TO:<r3@example.org>\r\nDATA\r\n", 4),
+            ("Subject: x\r\n\r\nx\r\n.\r\n", 1),
+        ])
+        #expect(d.replies[1] == ["250 2.1.5 Recipient <r1@example.org> OK", "250 2.1.5 Recipient <r2@example.org> OK",
+                                 "452 4.5.3 Too many recipients", "354 End data with <CR><LF>.<CR><LF>"])
+        #expect(down.messages.first?.rcpts == ["r1@example.org", "r2@example.org"])
+        let records = try await gw.records()
+        let v = try #require(records.first { $0["check"] as? String == "limits" })
+        #expect(v["recipient"] as? String == "r3@example.org")
+        #expect(v["action"] as? String == "tempfail")
+        await gw.stop()
+        down.stop()
+    }
+
     @Test func tooManyUnrecognizedCommands() async throws {
         let gw = try await TestGateway(downstream: ["maildir:/nonexistent"]) { c in c.listeners[0].maxUnrecognizedCommands = 3 }
         let d = try await Client.raw(port: gw.port, (0..<4).map { ("FOO\($0)\r\n", 1) })
