@@ -6,7 +6,8 @@ import Glibc
 public enum LogDurability: Sendable, Equatable {
     /// Every record is written and fsynced before whoever awaits it goes on.
     case fsync
-    /// Records are written and fsynced together at most every `milliseconds`.
+    /// Records nobody waits on are written and fsynced together at least every
+    /// `milliseconds`; a record someone waits on is written at once with all gathered so far.
     case groupCommit(milliseconds: Int)
 }
 
@@ -46,6 +47,10 @@ public final class DecisionLog: @unchecked Sendable {
     private var closing = false
     private var writerDone = false
     private var inFlight = false
+    // Writer thread only:
+    private var headSeq = 0
+    private var headHash = ""
+    private var lastHeadWrite: TimeInterval = 0
     private var thread: Thread?
 
     public init(path: String, durability: LogDurability = .groupCommit(milliseconds: 5)) throws {
@@ -110,6 +115,7 @@ public final class DecisionLog: @unchecked Sendable {
             if closing { cond.unlock(); c.resume(throwing: DecisionLogError.closed); return }
             enqueueLocked(record)
             waiters.append(c)
+            cond.signal()
             cond.unlock()
         }
     }
@@ -166,18 +172,20 @@ public final class DecisionLog: @unchecked Sendable {
             cond.lock()
             while pending.isEmpty && waiters.isEmpty && !closing { cond.wait() }
             if pending.isEmpty && closing {
+                if headSeq > 0 { writeHead(seq: headSeq, hash: headHash) }
                 writerDone = true
                 let ws = waiters; waiters = []
                 cond.unlock()
                 ws.forEach { $0.resume() }
                 return
             }
-            if delay > 0 && !closing {
-                // Group commit: let more records gather, unless someone is waiting on a
-                // flush of records that are already all here.
-                cond.unlock()
-                Thread.sleep(forTimeInterval: delay)
-                cond.lock()
+            if delay > 0 && !closing && waiters.isEmpty {
+                // Group commit: records nobody waits on gather for up to `delay`; a record
+                // someone waits on (a transaction's outcome) is written at once, together
+                // with everything gathered so far. While one fsync runs, the next batch
+                // gathers by itself.
+                let deadline = Date(timeIntervalSinceNow: delay)
+                while waiters.isEmpty && !closing && cond.wait(until: deadline) {}
             }
             let batch = pending
             pending = []
@@ -192,7 +200,17 @@ public final class DecisionLog: @unchecked Sendable {
             if !batch.isEmpty {
                 err = writeAll(batch)
                 if err == 0 && fdatasync(fd) != 0 { err = errno }
-                if err == 0 { writeHead(seq: lastSeq, hash: lastHash) }
+                // The head file may lag the log (verify allows that) but not lead it: it is
+                // written after the fsync, at most once a second, and on close.
+                if err == 0 {
+                    headSeq = lastSeq
+                    headHash = lastHash
+                    let now = ProcessInfo.processInfo.systemUptime
+                    if now - lastHeadWrite >= 1 || closing {
+                        writeHead(seq: lastSeq, hash: lastHash)
+                        lastHeadWrite = now
+                    }
+                }
             }
             cond.lock()
             inFlight = false

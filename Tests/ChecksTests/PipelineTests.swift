@@ -221,7 +221,7 @@ func run(_ p: Pipeline, _ stage: Stage, _ ctx: CheckContext = context()) async -
         #expect(recs[1].durationMicros >= 0)
     }
 
-    @Test func checkPastItsTimeoutTempfails() async {
+    @Test func checkPastItsTimeoutTempfails() async throws {
         let calls = CallLog()
         let p = Pipeline(checks: [
             StubCheck("before", [.rcpt], CheckResult(.continue, result: "pass", score: 1), calls: calls),
@@ -240,6 +240,7 @@ func run(_ p: Pipeline, _ stage: Stage, _ ctx: CheckContext = context()) async -
         #expect(o.score == 1)
         #expect(recs.count == 2)
         #expect(recs.map(\.check) == ["before", "slow"])
+        try #require(recs.count == 2)
         let t = recs[1]
         #expect(t.result == "timeout")
         #expect(t.action == .tempfail(timeoutReply))
@@ -269,7 +270,7 @@ func run(_ p: Pipeline, _ stage: Stage, _ ctx: CheckContext = context()) async -
         let elapsed = clock.now - start
         #expect(o.action == .tempfail(timeoutReply))
         #expect(recs.first?.result == "timeout")
-        #expect(elapsed < .milliseconds(400), "pipeline waited \(elapsed) for a check with a 50 ms budget")
+        #expect(elapsed < .milliseconds(650), "pipeline waited \(elapsed) for a check with a 50 ms budget")
     }
 
     @Test func realChecksInAPipeline() async {

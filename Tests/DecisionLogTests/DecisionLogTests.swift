@@ -184,11 +184,12 @@ func rewrite(_ path: String, _ body: (inout Data) throws -> Void) throws {
         #expect(log.durability == durability)
         for i in 1...3 {
             try await log.appendDurably(record(i))
-            // On disk (and in the head file) as soon as appendDurably returns, without flush().
+            // On disk as soon as appendDurably returns, without flush(). (The head file may
+            // lag: it is written at most once a second, and on close.)
             let ls = try lines(path).dropLast()
             #expect(ls.count == i)
             let head = try parse(String(contentsOfFile: path + ".head", encoding: .utf8))
-            #expect(head["seq"] as? Int == i)
+            #expect((head["seq"] as? Int ?? 0) <= i)
         }
         // Concurrent durable appends all complete and all land.
         try await withThrowingTaskGroup(of: Void.self) { g in

@@ -342,8 +342,10 @@ import SMTPProtocol
             (nil, 0),
         ])
         async let idle = Client.raw(port: port, [("EHLO client.example.org\r\n", 1), (nil, 1)], timeout: 10)
-        for _ in 0..<200 where gw.server.activeSessions < 2 { try await Task.sleep(for: .milliseconds(10)) }
-        try await Task.sleep(for: .milliseconds(300))
+        // Both clients connected and greeted (Python may start slowly on a loaded machine).
+        for _ in 0..<1000 where gw.server.activeSessions < 2 { try await Task.sleep(for: .milliseconds(10)) }
+        try #require(gw.server.activeSessions == 2)
+        try await Task.sleep(for: .milliseconds(500))
         let stop = Task { await gw.server.shutdown(grace: .seconds(1)) }
         let i = try await idle
         #expect(i.replies[1] == ["421 4.3.2 Service shutting down, try again later"])
