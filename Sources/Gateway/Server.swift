@@ -185,7 +185,10 @@ public final class GatewayServer: @unchecked Sendable {
                             try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: timeout, writeTimeout: timeout))
                             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineFramer(maxLineLength: 1000)))
                             try channel.pipeline.syncOperations.addHandler(IdleTimeoutHandler())
-                            return try NIOAsyncChannel<SMTPLine, ByteBuffer>(wrappingChannelSynchronously: channel)
+                            // Up to 128 buffered lines (≤ 128 KB) per connection before reading
+                            // pauses: enough that pipelined commands and DATA lines do not
+                            // toggle the socket's read interest line by line.
+                            return try NIOAsyncChannel<SMTPLine, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(backPressureStrategy: .init(lowWatermark: 32, highWatermark: 128)))
                         }
                     }
                 lock.withLock { serverChannels.append((l.name, server.channel)) }
