@@ -102,17 +102,24 @@ final class Session {
 
     // MARK: Logging
 
-    func log(_ event: String, _ fields: [(String, JSONValue)]) {
-        shared.log.append(LogRecord(event: event, session: id, fields: [("client", .string(clientIPText))] + fields))
+    func record(_ event: String, _ fields: [(String, JSONValue)]) -> LogRecord {
+        LogRecord(event: event, session: id, fields: [("client", .string(clientIPText))] + fields)
     }
 
-    /// A decision the session itself makes (protocol, relay, limits), logged like a check's.
+    func log(_ event: String, _ fields: [(String, JSONValue)]) {
+        shared.log.append(record(event, fields))
+    }
+
+    /// One verdict record: a check's, or a decision the session makes itself (protocol,
+    /// relay, limits…), in the same shape.
     func logDecision(stage: Stage, check: String, result: String, action: String, reply: SMTPReply?, reason: String?,
-                     extra: [(String, JSONValue)] = []) {
+                     score: Double = 0, durationMicros: Int? = nil, extra: [(String, JSONValue)] = []) {
         var f: [(String, JSONValue)] = [("stage", .string(stage.rawValue)), ("check", .string(check)), ("result", .string(result)),
                                         ("action", .string(action))]
         if let r = reply { f.append(("reply", .string(r.summary))) }
         if let r = reason { f.append(("reason", .string(r))) }
+        if score != 0 { f.append(("score", .double(score))) }
+        if let d = durationMicros { f.append(("duration_ms", .double(Double(d) / 1000))) }
         log("verdict", f + extra)
     }
 
@@ -128,13 +135,8 @@ final class Session {
         if sessionAccepted || (txn?.accepted ?? false && stage >= .mail) { return StageOutcome() }
         let extra = stageContext(stage)
         let outcome = await pipeline.run(stage, context: ctx) { v in
-            var f: [(String, JSONValue)] = [("stage", .string(v.stage.rawValue)), ("check", .string(v.check)),
-                                            ("result", .string(v.result)), ("action", .string(v.action.name))]
-            if let r = v.action.reply { f.append(("reply", .string(r.summary))) }
-            if let r = v.reason { f.append(("reason", .string(r))) }
-            if v.score != 0 { f.append(("score", .double(v.score))) }
-            f.append(("duration_ms", .double(Double(v.durationMicros) / 1000)))
-            log("verdict", f + extra)
+            logDecision(stage: v.stage, check: v.check, result: v.result, action: v.action.name, reply: v.action.reply,
+                        reason: v.reason, score: v.score, durationMicros: v.durationMicros, extra: extra)
         }
         ctx.score += outcome.score
         txn?.headers += outcome.headers
@@ -490,7 +492,7 @@ final class Session {
                 f.append(("downstream", .object([("target", .string(d.target)), ("result", .string(d.kind.rawValue)), ("reply", .string(d.detail))])))
             }
             var answer = reply
-            let rec = LogRecord(event: "transaction", session: id, fields: [("client", .string(clientIPText))] + f)
+            let rec = record("transaction", f)
             if durable {
                 do {
                     try await shared.log.appendDurably(rec)
