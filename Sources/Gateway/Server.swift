@@ -184,11 +184,13 @@ public final class GatewayServer: @unchecked Sendable {
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: timeout, writeTimeout: timeout))
                             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineFramer(maxLineLength: 1000)))
-                            try channel.pipeline.syncOperations.addHandler(IdleTimeoutHandler())
+                            let idle = IdleTimeoutHandler()
+                            try channel.pipeline.syncOperations.addHandler(idle)
                             // Up to 128 buffered lines (≤ 128 KB) per connection before reading
                             // pauses: enough that pipelined commands and DATA lines do not
                             // toggle the socket's read interest line by line.
-                            return try NIOAsyncChannel<SMTPLine, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(backPressureStrategy: .init(lowWatermark: 32, highWatermark: 128)))
+                            let async = try NIOAsyncChannel<SMTPLine, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(backPressureStrategy: .init(lowWatermark: 32, highWatermark: 128)))
+                            return (async, idle)
                         }
                     }
                 lock.withLock { serverChannels.append((l.name, server.channel)) }
@@ -196,9 +198,9 @@ public final class GatewayServer: @unchecked Sendable {
                 let task = Task {
                     _ = try? await server.executeThenClose { inbound in
                         try await withThrowingDiscardingTaskGroup { group in
-                            for try await conn in inbound {
+                            for try await (conn, idle) in inbound {
                                 group.addTask {
-                                    await Session.handle(conn, listener: l, helloName: helloName, pipeline: pipeline, shared: shared)
+                                    await Session.handle(conn, idle: idle, listener: l, helloName: helloName, pipeline: pipeline, shared: shared)
                                 }
                             }
                         }

@@ -66,7 +66,7 @@ final class Session {
 
     // MARK: Entry
 
-    static func handle(_ conn: NIOAsyncChannel<SMTPLine, ByteBuffer>, listener: ListenerConfig, helloName: String,
+    static func handle(_ conn: NIOAsyncChannel<SMTPLine, ByteBuffer>, idle: IdleTimeoutHandler, listener: ListenerConfig, helloName: String,
                        pipeline: Pipeline, shared: GatewayShared) async {
         let remote = conn.channel.remoteAddress
         let ip: IPAddress = remote?.ipAddress.flatMap { IPAddress($0) } ?? .v4(0)
@@ -87,7 +87,6 @@ final class Session {
         let h = SessionHandle(channel: conn.channel)
         shared.registry.add(id, h)
         defer { shared.registry.remove(id) }
-        let idle = try? await conn.channel.pipeline.handler(type: IdleTimeoutHandler.self).get()
         do {
             try await conn.executeThenClose { inbound, outbound in
                 let s = Session(id: id, listener: listener, helloName: helloName, pipeline: pipeline, shared: shared,
