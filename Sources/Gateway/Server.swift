@@ -138,10 +138,16 @@ public final class GatewayServer: @unchecked Sendable {
     private var serverChannels: [(String, Channel)] = []
     private var acceptTasks: [Task<Void, Never>] = []
 
-    public init(config: GatewayConfig, log: DecisionLog, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    /// Checks appended to every listener's handlerchain, for embedding and tests (the
+    /// configuration names the built-in ones).
+    let extraChecks: [any Check]
+
+    public init(config: GatewayConfig, log: DecisionLog, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                extraChecks: [any Check] = []) {
         self.config = config
         self.log = log
         self.group = group
+        self.extraChecks = extraChecks
         let hello = config.listeners.first?.resolvedHelloName ?? "localhost"
         self.shared = GatewayShared(config: config, log: log,
                                     forwarder: Forwarder(config: config.downstream, helloName: hello, group: group))
@@ -171,7 +177,8 @@ public final class GatewayServer: @unchecked Sendable {
     /// Binds all listeners and starts accepting.
     public func start() async throws {
         for l in config.listeners {
-            let pipeline = GatewayServer.pipeline(for: l, config: config)
+            let built = GatewayServer.pipeline(for: l, config: config)
+            let pipeline = Pipeline(checks: built.checks + extraChecks, checkTimeout: built.checkTimeout)
             let helloName = l.resolvedHelloName
             for b in l.bind {
                 guard let addr = BindAddress(b) else { continue }

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import DecisionLog
 import SMTPProtocol
+import PolicyEngine
 @testable import Gateway
 
 /// A downstream SMTP server for tests: records every message byte for byte and can be told
@@ -123,7 +124,8 @@ final class TestGateway: @unchecked Sendable {
     var logPath: String { log.path }
 
     /// `configure` edits the defaults: one listener on 127.0.0.1:0, domain example.org.
-    init(downstream: [String], configure: (inout GatewayConfig) -> Void = { _ in }) async throws {
+    init(downstream: [String], checks: [any Check] = [], logPath: String? = nil,
+         configure: (inout GatewayConfig) -> Void = { _ in }) async throws {
         dir = NSTemporaryDirectory() + "mailgate-test-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var c = GatewayConfig()
@@ -138,9 +140,10 @@ final class TestGateway: @unchecked Sendable {
         c.log.groupCommitMs = 1
         c.spoolDirectory = dir + "/spool"
         c.spoolMemoryLimit = 64 * 1024
+        if let p = logPath { c.log.path = p }
         configure(&c)
         log = try DecisionLog(path: c.log.path, durability: .groupCommit(milliseconds: 1))
-        server = GatewayServer(config: c, log: log)
+        server = GatewayServer(config: c, log: log, extraChecks: checks)
         try await server.start()
     }
 
