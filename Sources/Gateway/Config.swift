@@ -24,8 +24,8 @@ public struct ListenerConfig: Sendable {
     public var smtpGreeting: String?
     /// Idle timeout, seconds.
     public var connectionTimeout = 300
-    /// 0 = unlimited.
-    public var connectionLimit = 0
+    /// 0 = unlimited. James' default is unlimited; ours bounds a connection flood.
+    public var connectionLimit = 1000
     public var connectionLimitPerIP = 0
     /// KB (1024 octets); 0 = unlimited.
     public var maxmessagesize = 0

@@ -26,6 +26,8 @@ import SMTPProtocol
         #expect(l.connectBacklog == dl.connectBacklog)
         #expect(l.helloName == dl.helloName)
         #expect(l.connectionTimeout == dl.connectionTimeout)
+        #expect(l.connectionLimit == dl.connectionLimit)
+        #expect(l.connectionLimitPerIP == dl.connectionLimitPerIP)
         #expect(l.maxmessagesize == dl.maxmessagesize)
         #expect(l.maxRecipients == dl.maxRecipients)
         #expect(l.authorizedAddresses == dl.authorizedAddresses)
