@@ -20,8 +20,6 @@ public final class MessageSpool: @unchecked Sendable {
 
     deinit { if fd >= 0 { close(fd) } }
 
-    public var onDisk: Bool { fd >= 0 }
-
     /// Appends content. A write error is remembered in `failed`; the message must then be
     /// refused with a 4xx.
     public func append(_ bytes: ByteBuffer) {
@@ -109,17 +107,6 @@ public final class MessageSpool: @unchecked Sendable {
             offset += c.readableBytes
             try body(c)
         }
-    }
-
-    /// The first `limit` octets (for header parsing and tests).
-    public func prefix(_ limit: Int) -> ByteBuffer {
-        if fd < 0 { return memory.getSlice(at: memory.readerIndex, length: min(limit, memory.readableBytes))! }
-        var buf = ByteBufferAllocator().buffer(capacity: limit)
-        _ = buf.writeWithUnsafeMutableBytes(minimumWritableBytes: limit) { p in
-            let r = pread(fd, p.baseAddress!, limit, 0)
-            return r < 0 ? 0 : r
-        }
-        return buf
     }
 }
 
