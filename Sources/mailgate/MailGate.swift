@@ -49,6 +49,15 @@ struct Serve: AsyncParsableCommand {
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
+        // SIGHUP will reload the policy (policy-authoring issue); until then it must not
+        // kill the gateway, as its default action would.
+        signal(SIGHUP, SIG_IGN)
+        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hup.setEventHandler {
+            logger.notice("SIGHUP: configuration reload is not implemented yet; ignored")
+            log.append(LogRecord(event: "gateway.sighup", fields: [("action", "ignored"), ("reason", "reload not implemented yet")]))
+        }
+        hup.resume()
         let server = GatewayServer(config: cfg, log: log)
         log.append(LogRecord(event: "gateway.start", fields: [
             ("listeners", .array(cfg.listeners.map { .string("\($0.name)=\($0.bind.joined(separator: ","))") })),
@@ -74,7 +83,7 @@ struct Serve: AsyncParsableCommand {
                 src.resume()
                 sources.append(src)
             }
-            SignalSources.keep(sources)
+            SignalSources.keep(sources + [hup])
         }
         logger.notice("\(signalName): shutting down (grace \(cfg.shutdownGracePeriod)s)")
         await server.shutdown()

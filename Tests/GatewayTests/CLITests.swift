@@ -50,6 +50,10 @@ import Testing
         let r = try await Client.smtplib(port: port, from: "a@example.net", to: ["postmaster@localhost"],
                                          data: "Subject: hello\r\nMessage-ID: <cli@example.net>\r\n\r\nHi.\r\n")
         #expect(r["ok"] as? Bool == true, "\(r)")
+        // SIGHUP must not kill it (reload arrives with the policy issue).
+        kill(p.processIdentifier, SIGHUP)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(p.isRunning)
         kill(p.processIdentifier, SIGTERM)
         p.waitUntilExit()
         #expect(p.terminationStatus == 0)
@@ -62,6 +66,8 @@ import Testing
         #expect(qs == 0)
         #expect(q.contains("\"message_id\":\"<cli@example.net>\""))
         #expect(q.contains("\"action\":\"accept\""))
+        let (_, h) = try await run(["log", "query", "--event", "gateway.sighup", "--format", "json", "var/decisions.log"], cwd: dir)
+        #expect(h.contains("\"action\":\"ignored\""))
         let (vs, v) = try await run(["log", "verify", "var/decisions.log"], cwd: dir)
         #expect(vs == 0, "\(v)")
         #expect(v.hasPrefix("var/decisions.log: OK, "))
