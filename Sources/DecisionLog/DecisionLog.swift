@@ -102,18 +102,40 @@ public final class DecisionLog: @unchecked Sendable {
     /// Numbers, chains and queues a record; returns at once. Returns the sequence number.
     @discardableResult
     public func append(_ record: LogRecord) -> Int {
+        let body = DecisionLog.body(record)
         cond.lock()
         defer { cond.unlock() }
-        return enqueueLocked(record)
+        return enqueueLocked(body)
+    }
+
+    /// The part of a record after `prev`, serialised outside the lock.
+    static func body(_ record: LogRecord) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(384)
+        out.append(contentsOf: ",\"event\":".utf8)
+        JSONValue.writeString(record.event, into: &out)
+        if let s = record.session {
+            out.append(contentsOf: ",\"session\":".utf8)
+            JSONValue.writeString(s, into: &out)
+        }
+        for (k, v) in record.fields {
+            out.append(UInt8(ascii: ","))
+            JSONValue.writeString(k, into: &out)
+            out.append(UInt8(ascii: ":"))
+            v.write(into: &out)
+        }
+        out.append(UInt8(ascii: "}"))
+        return out
     }
 
     /// Appends and suspends until the record is durable (per the log's durability).
     public func appendDurably(_ record: LogRecord) async throws {
+        let body = DecisionLog.body(record)
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
             cond.lock()
             if let f = failure { cond.unlock(); c.resume(throwing: f); return }
             if closing { cond.unlock(); c.resume(throwing: DecisionLogError.closed); return }
-            enqueueLocked(record)
+            enqueueLocked(body)
             waiters.append(c)
             cond.signal()
             cond.unlock()
@@ -132,30 +154,25 @@ public final class DecisionLog: @unchecked Sendable {
         }
     }
 
+    /// Numbers and chains a serialised body; the caller holds the lock.
     @discardableResult
-    private func enqueueLocked(_ record: LogRecord) -> Int {
+    private func enqueueLocked(_ body: [UInt8]) -> Int {
         if failure != nil || closing { return -1 }
         seq += 1
-        var line = "{\"seq\":\(seq),\"ts\":"
-        JSONValue.writeString(Timestamp.now(), into: &line)
-        line += ",\"prev\":\"\(prevHash)\",\"event\":"
-        JSONValue.writeString(record.event, into: &line)
-        if let s = record.session {
-            line += ",\"session\":"
-            JSONValue.writeString(s, into: &line)
-        }
-        for (k, v) in record.fields {
-            line += ","
-            JSONValue.writeString(k, into: &line)
-            line += ":"
-            v.write(into: &line)
-        }
-        line += "}"
-        var utf8 = Array(line.utf8)
-        prevHash = Digest.sha256Hex(utf8)
-        utf8.append(10)
+        var line: [UInt8] = []
+        line.reserveCapacity(body.count + 128)
+        line.append(contentsOf: "{\"seq\":".utf8)
+        line.append(contentsOf: String(seq).utf8)
+        line.append(contentsOf: ",\"ts\":\"".utf8)
+        line.append(contentsOf: Timestamp.now().utf8)
+        line.append(contentsOf: "\",\"prev\":\"".utf8)
+        line.append(contentsOf: prevHash.utf8)
+        line.append(UInt8(ascii: "\""))
+        line.append(contentsOf: body)
+        prevHash = Digest.sha256Hex(line)
+        line.append(10)
         let wasEmpty = pending.isEmpty
-        pending.append(contentsOf: utf8)
+        pending.append(contentsOf: line)
         pendingLastSeq = seq
         pendingLastHash = prevHash
         if wasEmpty { cond.signal() }

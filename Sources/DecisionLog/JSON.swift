@@ -37,60 +37,86 @@ public indirect enum JSONValue: Sendable, Equatable, ExpressibleByStringLiteral,
         }
     }
 
-    public func write(into out: inout String) {
+    /// Serialises into UTF-8 bytes: the log builds every record this way, without
+    /// intermediate Strings.
+    public func write(into out: inout [UInt8]) {
         switch self {
         case .string(let s): JSONValue.writeString(s, into: &out)
-        case .int(let i): out += String(i)
+        case .int(let i): JSONValue.writeInt(i, into: &out)
         case .double(let d):
-            if d.isFinite { out += String(d) } else { out += "null" }
-        case .bool(let b): out += b ? "true" : "false"
-        case .null: out += "null"
+            out.append(contentsOf: (d.isFinite ? String(d) : "null").utf8)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .null: out.append(contentsOf: "null".utf8)
         case .array(let a):
-            out += "["
+            out.append(UInt8(ascii: "["))
             for (i, v) in a.enumerated() {
-                if i > 0 { out += "," }
+                if i > 0 { out.append(UInt8(ascii: ",")) }
                 v.write(into: &out)
             }
-            out += "]"
+            out.append(UInt8(ascii: "]"))
         case .object(let o):
-            out += "{"
+            out.append(UInt8(ascii: "{"))
             for (i, (k, v)) in o.enumerated() {
-                if i > 0 { out += "," }
+                if i > 0 { out.append(UInt8(ascii: ",")) }
                 JSONValue.writeString(k, into: &out)
-                out += ":"
+                out.append(UInt8(ascii: ":"))
                 v.write(into: &out)
             }
-            out += "}"
+            out.append(UInt8(ascii: "}"))
         }
     }
 
-    static let hex: [Character] = Array("0123456789abcdef")
+    /// The same, as a String.
+    public func write(into out: inout String) {
+        var bytes: [UInt8] = []
+        write(into: &bytes)
+        out += String(decoding: bytes, as: UTF8.self)
+    }
 
-    static func writeString(_ s: String, into out: inout String) {
-        out += "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 || u.value == 0x7f || u.value == 0x2028 || u.value == 0x2029 {
-                    out += "\\u"
-                    out += format4(u.value)
-                } else {
-                    out.unicodeScalars.append(u)
+    static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    static func writeInt(_ i: Int, into out: inout [UInt8]) {
+        if i >= 0 && i < 10 { out.append(UInt8(48 + i)); return }
+        out.append(contentsOf: String(i).utf8)
+    }
+
+    /// A JSON string: quotes, backslash and controls escaped; U+2028/U+2029 escaped too, so
+    /// a line is valid JavaScript as well. Everything else is copied as UTF-8.
+    static func writeString(_ s: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        var s = s
+        s.withUTF8 { u in
+            var i = 0
+            let n = u.count
+            while i < n {
+                let b = u[i]
+                switch b {
+                case 0x22: out.append(0x5C); out.append(0x22)
+                case 0x5C: out.append(0x5C); out.append(0x5C)
+                case 0x0A: out.append(0x5C); out.append(UInt8(ascii: "n"))
+                case 0x0D: out.append(0x5C); out.append(UInt8(ascii: "r"))
+                case 0x09: out.append(0x5C); out.append(UInt8(ascii: "t"))
+                case 0x00..<0x20, 0x7F:
+                    out.append(contentsOf: "\\u00".utf8)
+                    out.append(hexDigits[Int(b >> 4)])
+                    out.append(hexDigits[Int(b & 0xF)])
+                case 0xE2 where i + 2 < n && u[i + 1] == 0x80 && (u[i + 2] == 0xA8 || u[i + 2] == 0xA9):
+                    out.append(contentsOf: (u[i + 2] == 0xA8 ? "\\u2028" : "\\u2029").utf8)
+                    i += 2
+                default:
+                    out.append(b)
                 }
+                i += 1
             }
         }
-        out += "\""
+        out.append(UInt8(ascii: "\""))
     }
 
-    private static func format4(_ v: UInt32) -> String {
-        var s = ""
-        for shift in stride(from: 12, through: 0, by: -4) { s.append(hex[Int(v >> UInt32(shift)) & 0xf]) }
-        return s
+    /// The same, onto a String.
+    static func writeString(_ s: String, into out: inout String) {
+        var bytes: [UInt8] = []
+        writeString(s, into: &bytes)
+        out += String(decoding: bytes, as: UTF8.self)
     }
 }
 
