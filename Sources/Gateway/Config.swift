@@ -70,6 +70,9 @@ public struct DownstreamConfig: Sendable {
     public var retryPeriod = 60
     public var poolSize = 16
     public var maxMessagesPerConnection = 1000
+    /// Ask the downstream about each recipient at RCPT time and pass its refusal on then
+    /// (Postfix' reject_unverified_recipient, without a cache). Costs a round trip per RCPT.
+    public var verifyRecipients = false
     public init() {}
 }
 
@@ -351,7 +354,8 @@ public enum ConfigLoader {
         }
 
         mutating func readDownstream(_ n: Node, into d: inout DownstreamConfig) {
-            let keys: Set = ["targets", "connectTimeout", "commandTimeout", "dataTimeout", "retryPeriod", "poolSize", "maxMessagesPerConnection"]
+            let keys: Set = ["targets", "connectTimeout", "commandTimeout", "dataTimeout", "retryPeriod", "poolSize", "maxMessagesPerConnection",
+                             "verifyRecipients"]
             for (key, _, v) in mapping(n, "downstream", allowed: keys) {
                 switch key {
                 case "targets":
@@ -366,6 +370,7 @@ public enum ConfigLoader {
                 case "retryPeriod": if let i = int(v, key) { d.retryPeriod = i }
                 case "poolSize": if let i = int(v, key) { d.poolSize = i }
                 case "maxMessagesPerConnection": if let i = int(v, key, min: 1) { d.maxMessagesPerConnection = i }
+                case "verifyRecipients": if let b = bool(v, key) { d.verifyRecipients = b }
                 default: break
                 }
             }

@@ -114,8 +114,8 @@ public final class Forwarder: @unchecked Sendable {
         return nil
     }
 
-    private func checkin(_ c: DownstreamConnection) {
-        c.messages += 1
+    private func checkin(_ c: DownstreamConnection, countsAsMessage: Bool = true) {
+        if countsAsMessage { c.messages += 1 }
         lock.lock()
         let keep = !closed && c.isActive && c.messages < config.maxMessagesPerConnection && (idle[c.target]?.count ?? 0) < config.poolSize
         if keep { idle[c.target, default: []].append(c) }
@@ -131,6 +131,45 @@ public final class Forwarder: @unchecked Sendable {
         idle = [:]
         lock.unlock()
         all.forEach { $0.quit() }
+    }
+
+    /// What the downstream says about one recipient, asked as `MAIL FROM` / `RCPT TO` /
+    /// `RSET` on a pooled connection to the first live SMTP target. Nil when it cannot be
+    /// asked (no SMTP target, connection trouble): the recipient is then taken and the end
+    /// of data decides, as without verification.
+    public func verifyRecipient(sender: ReversePath, parameters: MailParameters, recipient: Mailbox) async -> (target: String, reply: SMTPReply)? {
+        guard let (name, target) = candidates().first, case .smtp(let host, let port) = target else { return nil }
+        var attempt = 0
+        while attempt < 2 {
+            attempt += 1
+            guard let (conn, reused) = try? await checkout(name, host: host, port: port) else { return nil }
+            var mail = "MAIL FROM:<\(sender)>"
+            if parameters.smtpUTF8 && conn.capabilities.contains("SMTPUTF8") { mail += " SMTPUTF8" }
+            let commands = [mail, "RCPT TO:<\(recipient)>", "RSET"]
+            do {
+                let replies: [SMTPReply]
+                if conn.pipelining {
+                    replies = try await conn.expectReplies(3, write: ByteBuffer(string: commands.map { $0 + "\r\n" }.joined()),
+                                                           timeout: config.commandTimeout, what: "recipient verification")
+                } else {
+                    var r: [SMTPReply] = []
+                    for c in commands { r.append(try await conn.command(c + "\r\n", timeout: config.commandTimeout)) }
+                    replies = r
+                }
+                if replies[2].code == 250 { checkin(conn, countsAsMessage: false) } else { conn.close() }
+                // Only the recipient's own answer counts; a refused MAIL says nothing about it.
+                guard replies[0].code / 100 == 2 else { return nil }
+                return (name, passThrough(replies[1]))
+            } catch let e as DownstreamError {
+                conn.close()
+                if reused, case .closed = e { continue }
+                return nil
+            } catch {
+                conn.close()
+                return nil
+            }
+        }
+        return nil
     }
 
     private func smtpDeliver(_ env: Envelope, prefix: String, spool: MessageSpool, name: String, host: String, port: Int) async throws -> DeliveryOutcome {

@@ -387,6 +387,14 @@ final class Session {
         }
         let outcome = await runStage(.rcpt)
         if let r = outcome.action.reply { return await send(r) }
+        if shared.config.downstream.verifyRecipients, !to.domain.isEmpty,
+           let (target, r) = await shared.forwarder.verifyRecipient(sender: txn!.sender, parameters: txn!.parameters, recipient: to) {
+            if !r.isPositive {
+                logDecision(stage: .rcpt, check: "downstream", result: "refused", action: r.isTransient ? "tempfail" : "reject", reply: r,
+                            reason: "\(target) refused the recipient at verification", extra: stageContext(.rcpt))
+                return await send(r)
+            }
+        }
         txn!.recipients.append(to)
         ctx.recipients.append(to)
         return await send(SMTPReply(250, "2.1.5", "Recipient <\(to)> OK"))

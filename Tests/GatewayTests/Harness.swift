@@ -17,6 +17,7 @@ final class RecordingDownstream: @unchecked Sendable {
     enum Behaviour: Sendable {
         case accept
         case rejectRcpt(String)          // reply line for every RCPT, e.g. "550 5.1.1 no such user"
+        case rejectRcptFor(String, String) // this address gets this reply; others are accepted
         case rejectData(String)          // reply line after the final dot
         case stallAfterDot               // never answer the final dot
         case dropDuringData              // close the connection on the first data line
@@ -100,6 +101,7 @@ final class RecordingDownstream: @unchecked Sendable {
                     try await say("250 2.1.0 Ok")
                 case "RCPT":
                     if case .rejectRcpt(let r) = behaviour { try await say(r); continue }
+                    if case .rejectRcptFor(let who, let r) = behaviour, text.dropFirst(9).hasPrefix(who + ">") { try await say(r); continue }
                     current.rcpts.append(String(text.dropFirst(9).prefix { $0 != ">" }))
                     try await say("250 2.1.5 Ok")
                 case "DATA":

@@ -71,6 +71,45 @@ import SMTPProtocol
         down.stop()
     }
 
+    /// Without verification, a recipient the downstream refuses next to good ones means the
+    /// whole message is tempfailed: nothing is delivered, nothing lost.
+    @Test func mixedDownstreamRecipientResultsTempfailTheMessage() async throws {
+        let down = try await RecordingDownstream.start(.rejectRcptFor("nobody@example.org", "550 5.1.1 No such user"))
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
+        let r = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org", "nobody@example.org"], data: Self.msg)
+        #expect(r["code"] as? Int == 451)
+        #expect(r["text"] as? String == "4.3.0 Downstream refused 1 of 2 recipients (550 5.1.1 No such user); try again later")
+        #expect(down.messages.isEmpty)
+        await gw.stop()
+        down.stop()
+    }
+
+    /// With downstream.verifyRecipients, the refusal reaches the client at RCPT and the
+    /// message goes to the others.
+    @Test func verifiedRecipientsAreRefusedAtRCPT() async throws {
+        let down = try await RecordingDownstream.start(.rejectRcptFor("nobody@example.org", "550 5.1.1 No such user"))
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { c in c.downstream.verifyRecipients = true }
+        let d = try await Client.raw(port: gw.port, [
+            ("EHLO client.example.org\r\nMAIL FROM:<a@example.net>\r\n", 2),
+            ("RCPT TO:<b@example.org>\r\nRCPT TO:<nobody@example.org>\r\nRCPT TO:<postmaster>\r\nDATA\r\n", 4),
+            ("Subject: x\r\n\r\nx\r\n.\r\n", 1),
+        ])
+        #expect(d.replies[1] == ["250 2.1.5 Recipient <b@example.org> OK", "550 5.1.1 No such user",
+                                 "250 2.1.5 Recipient <postmaster> OK", "354 End data with <CR><LF>.<CR><LF>"])
+        #expect(d.replies[2] == ["250 2.0.0 Ok: queued as TEST1"])
+        #expect(down.messages.map(\.rcpts) == [["b@example.org", "postmaster"]])
+        // Verification reuses the pooled connection.
+        #expect(down.connections == 1)
+        let records = try await gw.records()
+        let v = try #require(records.first { $0["check"] as? String == "downstream" })
+        #expect(v["stage"] as? String == "rcpt")
+        #expect(v["action"] as? String == "reject")
+        #expect(v["recipient"] as? String == "nobody@example.org")
+        #expect(v["reply"] as? String == "550 5.1.1 No such user")
+        await gw.stop()
+        down.stop()
+    }
+
     @Test func downstreamRcpt5xxForAllGives5xx() async throws {
         let down = try await RecordingDownstream.start(.rejectRcpt("550 5.1.1 No such user"))
         let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
