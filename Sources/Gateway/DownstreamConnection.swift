@@ -188,6 +188,23 @@ final class DownstreamConnection: @unchecked Sendable {
         return try await future.get()
     }
 
+    /// Sends `commands` and returns their replies: all at once when the downstream offers
+    /// PIPELINING, else one by one, stopping early when `goOn(index, repliesSoFar)` says so
+    /// (the replies are then fewer than the commands).
+    func exchange(_ commands: [String], timeout: Int, what: String,
+                  goOn: (Int, [SMTPReply]) -> Bool = { _, _ in true }) async throws -> [SMTPReply] {
+        if pipelining {
+            return try await expectReplies(commands.count, write: ByteBuffer(string: commands.map { $0 + "\r\n" }.joined()),
+                                           timeout: timeout, what: what)
+        }
+        var replies: [SMTPReply] = []
+        for (i, c) in commands.enumerated() {
+            replies.append(try await command(c + "\r\n", timeout: timeout))
+            if i < commands.count - 1 && !goOn(i, replies) { break }
+        }
+        return replies
+    }
+
     func command(_ text: String, timeout: Int) async throws -> SMTPReply {
         try await expectReplies(1, write: ByteBuffer(string: text), timeout: timeout, what: text.split(separator: " ").first.map(String.init) ?? "reply").first!
     }

@@ -139,52 +139,40 @@ public final class Forwarder: @unchecked Sendable {
     /// of data decides, as without verification.
     public func verifyRecipient(sender: ReversePath, parameters: MailParameters, recipient: Mailbox) async -> (target: String, reply: SMTPReply)? {
         guard let (name, target) = candidates().first, case .smtp(let host, let port) = target else { return nil }
-        var attempt = 0
-        while attempt < 2 {
-            attempt += 1
-            guard let (conn, reused) = try? await checkout(name, host: host, port: port) else { return nil }
+        return try? await withConnection(name, host: host, port: port) { conn in
             var mail = "MAIL FROM:<\(sender)>"
             if parameters.smtpUTF8 && conn.capabilities.contains("SMTPUTF8") { mail += " SMTPUTF8" }
-            let commands = [mail, "RCPT TO:<\(recipient)>", "RSET"]
-            do {
-                let replies: [SMTPReply]
-                if conn.pipelining {
-                    replies = try await conn.expectReplies(3, write: ByteBuffer(string: commands.map { $0 + "\r\n" }.joined()),
-                                                           timeout: config.commandTimeout, what: "recipient verification")
-                } else {
-                    var r: [SMTPReply] = []
-                    for c in commands { r.append(try await conn.command(c + "\r\n", timeout: config.commandTimeout)) }
-                    replies = r
-                }
-                if replies[2].code == 250 { checkin(conn, countsAsMessage: false) } else { conn.close() }
-                // Only the recipient's own answer counts; a refused MAIL says nothing about it.
-                guard replies[0].code / 100 == 2 else { return nil }
-                return (name, passThrough(replies[1]))
-            } catch let e as DownstreamError {
-                conn.close()
-                if reused, case .closed = e { continue }
-                return nil
-            } catch {
-                conn.close()
-                return nil
-            }
+            let replies = try await conn.exchange([mail, "RCPT TO:<\(recipient)>", "RSET"], timeout: config.commandTimeout,
+                                                  what: "recipient verification")
+            if replies[2].code == 250 { checkin(conn, countsAsMessage: false) } else { conn.close() }
+            // Only the recipient's own answer counts; a refused MAIL says nothing about it.
+            guard replies[0].code / 100 == 2 else { return nil }
+            return (name, passThrough(replies[1]))
         }
-        return nil
     }
 
-    private func smtpDeliver(_ env: Envelope, prefix: String, spool: MessageSpool, name: String, host: String, port: Int) async throws -> DeliveryOutcome {
+    /// Runs `body` on a pooled (or new) connection to the target. Any error closes the
+    /// connection; a pooled connection the server had closed while idle is retried once,
+    /// fresh. `body` checks the connection back in (or closes it) when it succeeds.
+    private func withConnection<T>(_ name: String, host: String, port: Int,
+                                   _ body: (DownstreamConnection) async throws -> T) async throws -> T {
         var attempt = 0
         while true {
             attempt += 1
             let (conn, reused) = try await checkout(name, host: host, port: port)
             do {
-                return try await transaction(env, prefix: prefix, spool: spool, conn: conn)
-            } catch let e as DownstreamError {
+                return try await body(conn)
+            } catch {
                 conn.close()
-                // A pooled connection the server closed while idle: retry once, fresh.
-                if reused, attempt == 1, case .closed = e { continue }
-                throw e
+                if reused, attempt == 1, case DownstreamError.closed = error { continue }
+                throw error
             }
+        }
+    }
+
+    private func smtpDeliver(_ env: Envelope, prefix: String, spool: MessageSpool, name: String, host: String, port: Int) async throws -> DeliveryOutcome {
+        try await withConnection(name, host: host, port: port) { conn in
+            try await transaction(env, prefix: prefix, spool: spool, conn: conn)
         }
     }
 
@@ -203,18 +191,10 @@ public final class Forwarder: @unchecked Sendable {
             mail += " SMTPUTF8"
         }
         let commands = [mail] + env.recipients.map { "RCPT TO:<\($0)>" } + ["DATA"]
-        var replies: [SMTPReply] = []
-        if conn.pipelining {
-            replies = try await conn.expectReplies(commands.count, write: ByteBuffer(string: commands.map { $0 + "\r\n" }.joined()), timeout: t, what: "MAIL/RCPT/DATA replies")
-        } else {
-            for (i, c) in commands.enumerated() {
-                let r = try await conn.command(c + "\r\n", timeout: t)
-                replies.append(r)
-                if i == 0 && r.code != 250 { break }
-                if c == commands.last { break }
-                // Any refused recipient abandons the transaction: do not send DATA.
-                if i == commands.count - 2 && replies.dropFirst().contains(where: { $0.code / 100 != 2 }) { break }
-            }
+        // Sent one by one, a refused MAIL or any refused recipient stops before DATA.
+        let replies = try await conn.exchange(commands, timeout: t, what: "MAIL/RCPT/DATA replies") { i, sofar in
+            if i == 0 { return sofar[0].code == 250 }
+            return i != commands.count - 2 || !sofar.dropFirst().contains { $0.code / 100 != 2 }
         }
         let mailReply = replies[0]
         let rcptReplies = Array(replies.dropFirst().prefix(env.recipients.count))
