@@ -72,8 +72,6 @@ final class SessionRegistry: @unchecked Sendable {
         return shuttingDown
     }
 
-    func isShuttingDown() -> Bool { lock.lock(); defer { lock.unlock() }; return shuttingDown }
-
     /// Starts the shutdown; returns the sessions to close at once (those between
     /// transactions).
     func beginShutdown() -> [SessionHandle] {

@@ -31,7 +31,7 @@ final class Session {
     let pipeline: Pipeline
     let shared: GatewayShared
     let handle: SessionHandle
-    let idle: IdleTimeoutHandler?
+    let idle: IdleTimeoutHandler
     var ctx: CheckContext
     var outbound: Outbound
     var helo: String?
@@ -44,7 +44,7 @@ final class Session {
     let clientIPText: String
 
     init(id: String, listener: ListenerConfig, helloName: String, pipeline: Pipeline, shared: GatewayShared,
-         handle: SessionHandle, idle: IdleTimeoutHandler?, ip: IPAddress, port: Int, outbound: Outbound) {
+         handle: SessionHandle, idle: IdleTimeoutHandler, ip: IPAddress, port: Int, outbound: Outbound) {
         self.idle = idle
         self.id = id
         self.listener = listener
@@ -157,8 +157,9 @@ final class Session {
     }
 
     func close(_ reason: CloseReason, detail: String? = nil) {
+        let d = (ContinuousClock.now - started).components
         var f: [(String, JSONValue)] = [("reason", .string(reason.rawValue)), ("transactions", .int(transactions)),
-                                        ("duration_ms", .int(Int((ContinuousClock.now - started).components.seconds * 1000 + (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000)))]
+                                        ("duration_ms", .int(Int(d.seconds) * 1000 + Int(d.attoseconds / 1_000_000_000_000_000)))]
         if let d = detail { f.append(("detail", .string(d))) }
         log("session.close", f)
     }
@@ -202,9 +203,9 @@ final class Session {
                 close(handle.closedByServer ? .shutdown : .clientClosed)
                 return
             }
-            idle?.busy.withLockedValue { $0 = true }
+            idle.busy.withLockedValue { $0 = true }
             let keepGoing = await command(line, &inbound)
-            idle?.busy.withLockedValue { $0 = false }
+            idle.busy.withLockedValue { $0 = false }
             if !keepGoing { return }
         }
     }
@@ -350,14 +351,16 @@ final class Session {
         return await send(SMTPReply(250, "2.1.0", "Sender <\(from)> OK"))
     }
 
-    func endTransaction() {
+    /// Ends the transaction; true when the gateway is shutting down meanwhile.
+    @discardableResult
+    func endTransaction() -> Bool {
         txn = nil
         ctx.sender = nil
         ctx.mailParameters = nil
         ctx.recipients = []
         ctx.recipient = nil
         ctx.score = 0
-        _ = shared.registry.endTransaction(handle)
+        return shared.registry.endTransaction(handle)
     }
 
     // MARK: RCPT
@@ -418,8 +421,8 @@ final class Session {
             return await send(r)
         }
         guard await send(SMTPReply(354, nil, "End data with <CR><LF>.<CR><LF>")) else { close(.clientClosed); return false }
-        idle?.busy.withLockedValue { $0 = false }
-        defer { idle?.busy.withLockedValue { $0 = true } }
+        idle.busy.withLockedValue { $0 = false }
+        defer { idle.busy.withLockedValue { $0 = true } }
 
         let max = listener.maxMessageOctets
         var reader = DataReader(maxLineLength: 1000)
@@ -453,8 +456,8 @@ final class Session {
                 case .end:
                     ended = true
                 case .headersComplete:
-                    idle?.busy.withLockedValue { $0 = true }
-                    defer { idle?.busy.withLockedValue { $0 = false } }
+                    idle.busy.withLockedValue { $0 = true }
+                    defer { idle.busy.withLockedValue { $0 = false } }
                     collectingHeaders = false
                     ctx.headers = HeaderParser.parse(headerBlock).map { HeaderField($0.0, $0.1) }
                     ctx.messageSize = reader.size
@@ -474,7 +477,7 @@ final class Session {
                 }
             }
         }
-        idle?.busy.withLockedValue { $0 = true }
+        idle.busy.withLockedValue { $0 = true }
         return await endOfData(spool: spool, reader: reader, headerBlock: headerBlock, collectingHeaders: collectingHeaders,
                                truncated: truncated, dataOutcome: dataOutcome)
     }
@@ -509,9 +512,9 @@ final class Session {
             } else {
                 shared.log.append(rec)
             }
-            endTransaction()
+            let shuttingDown = endTransaction()
             let ok = await send(answer)
-            if shared.registry.isShuttingDown() {
+            if shuttingDown {
                 _ = await send(.shuttingDown)
                 close(.shutdown)
                 return false
