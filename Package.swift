@@ -28,8 +28,8 @@ let package = Package(
         .target(name: "MailAuth", dependencies: ["COpenDKIM"]),
         .target(name: "DecisionLog", dependencies: ["CLibCrypto", "SMTPProtocol"]),
         .target(name: "PolicyEngine",
-                dependencies: ["SMTPProtocol", "DecisionLog"]),
-        .target(name: "Checks", dependencies: ["PolicyEngine", "SMTPProtocol"]),
+                dependencies: ["SMTPProtocol", "DecisionLog", .product(name: "Yams", package: "Yams")]),
+        .target(name: "Checks", dependencies: ["PolicyEngine", "SMTPProtocol", .product(name: "Yams", package: "Yams")]),
         .target(name: "Gateway",
                 dependencies: [
                     "SMTPProtocol", "PolicyEngine", "Checks", "DecisionLog",

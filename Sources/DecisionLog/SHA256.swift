@@ -1,8 +1,8 @@
 import CLibCrypto
 
-enum Digest {
+public enum Digest {
     /// Lower-case hex SHA-256 of `bytes`, through libcrypto.
-    static func sha256Hex<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
+    public static func sha256Hex<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
         var md = [UInt8](repeating: 0, count: 32)
         var len: UInt32 = 0
         let ok: Int32 = bytes.withContiguousStorageIfAvailable { p in

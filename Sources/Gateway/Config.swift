@@ -40,6 +40,9 @@ public struct ListenerConfig: Sendable {
     public var verifyIdentity = true
     public var `protocol` = "smtp"
     public var handlerchain: [String] = ["size", "helo"]
+    /// A policy file for this listener, overriding the top-level `policy`.
+    public var policy: String?
+    var handlerchainSet = false
 
     public init() {}
 
@@ -102,8 +105,16 @@ public struct GatewayConfig: Sendable {
     public var shutdownGracePeriod = 30
     public var checkTimeout = 30
     public var helo = HeloCheckConfig()
+    /// The policy file (policies/*.yaml) every listener uses unless it names its own. Without
+    /// one, a listener runs its handlerchain with the `checks` settings and no rules.
+    public var policy: String?
+    /// Seconds between looks at the policy files for changes (0: only on SIGHUP).
+    public var policyWatch = 0
 
     public init() {}
+
+    /// The policy file of a listener, if any.
+    public func policyPath(for l: ListenerConfig) -> String? { l.policy ?? policy }
 
     public static let knownChecks: Set<String> = ["size", "helo"]
 
@@ -204,12 +215,14 @@ public enum ConfigLoader {
         }
 
         mutating func readRoot(_ n: Node, into c: inout GatewayConfig) {
-            let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks"]
+            let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks", "policy", "policyWatch"]
+            var listenerNodes: [Node] = []
             for (key, _, v) in mapping(n, "top level", allowed: keys) {
                 switch key {
                 case "listeners":
                     guard let seq = v.sequence, seq.count > 0 else { fail(v, "'listeners' must be a non-empty list"); continue }
                     c.listeners = seq.map { readListener($0) }
+                    listenerNodes = Array(seq)
                     var names = Set<String>()
                     for (i, l) in c.listeners.enumerated() where !names.insert(l.name).inserted {
                         fail(Array(seq)[i], "duplicate listener name '\(l.name)'")
@@ -228,8 +241,15 @@ public enum ConfigLoader {
                     }
                 case "shutdownGracePeriod": if let i = int(v, key) { c.shutdownGracePeriod = i }
                 case "checks": readChecks(v, into: &c)
+                case "policy": if let s = string(v, key) { c.policy = s }
+                case "policyWatch": if let i = int(v, key) { c.policyWatch = i }
                 default: break
                 }
+            }
+            // A policy chooses its checks: a handlerchain beside it would be silently ignored.
+            for (i, l) in c.listeners.enumerated() where l.handlerchainSet && c.policyPath(for: l) != nil {
+                fail(i < listenerNodes.count ? listenerNodes[i] : n,
+                     "listener '\(l.name)' sets a handlerchain and runs policy \(c.policyPath(for: l)!): the policy chooses the checks; remove one")
             }
         }
 
@@ -259,7 +279,7 @@ public enum ConfigLoader {
             let keys: Set = ["name", "bind", "connectBacklog", "tls", "helloName", "smtpGreeting", "connectionTimeout",
                              "connectionLimit", "connectionLimitPerIP", "authRequired", "authorizedAddresses",
                              "verifyIdentity", "maxmessagesize", "heloEhloEnforcement", "addressBracketsEnforcement",
-                             "handlerchain", "maxRecipients", "maxUnrecognizedCommands", "protocol"]
+                             "handlerchain", "maxRecipients", "maxUnrecognizedCommands", "protocol", "policy"]
             for (key, _, v) in mapping(n, "listener", allowed: keys) {
                 switch key {
                 case "name": if let s = string(v, key) { l.name = s }
@@ -321,7 +341,9 @@ public enum ConfigLoader {
                             fail(v, "unknown check '\(s)' in handlerchain (known: \(GatewayConfig.knownChecks.sorted().joined(separator: ", ")))")
                         }
                         l.handlerchain = list
+                        l.handlerchainSet = true
                     }
+                case "policy": if let s = string(v, key) { l.policy = s }
                 default: break
                 }
             }

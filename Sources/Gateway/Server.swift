@@ -111,6 +111,14 @@ final class IdleTimeoutHandler: ChannelInboundHandler, Sendable {
     }
 }
 
+/// The compiled policy of each listener, swapped as a whole on reload.
+final class PolicySet: Sendable {
+    private let box: NIOLockedValueBox<[String: CompiledPolicy]>
+    init(_ p: [String: CompiledPolicy]) { box = NIOLockedValueBox(p) }
+    var current: [String: CompiledPolicy] { box.withLockedValue { $0 } }
+    func swap(_ p: [String: CompiledPolicy]) { box.withLockedValue { $0 = p } }
+}
+
 /// Everything the sessions of all listeners share.
 final class GatewayShared: Sendable {
     let config: GatewayConfig
@@ -135,48 +143,141 @@ public final class GatewayServer: @unchecked Sendable {
     private let lock = NSLock()
     private var serverChannels: [(String, Channel)] = []
     private var acceptTasks: [Task<Void, Never>] = []
+    private var watcher: Task<Void, Never>?
 
-    /// Checks appended to every listener's handlerchain, for embedding and tests (the
+    /// Checks appended to every listener's policy, for embedding and tests (the
     /// configuration names the built-in ones).
-    let extraChecks: [any Check]
+    let extraChecks: [PolicyCheck]
+    let policies: PolicySet
 
+    /// Compiles every listener's policy; throws `PolicyErrors` when one is invalid.
     public init(config: GatewayConfig, log: DecisionLog, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                extraChecks: [any Check] = []) {
+                extraChecks: [any Check] = [], onError: FailureMode = .tempfail) throws {
         self.config = config
         self.log = log
         self.group = group
-        self.extraChecks = extraChecks
+        self.extraChecks = extraChecks.map { PolicyCheck($0, onError: onError) }
         let hello = config.listeners.first?.resolvedHelloName ?? "localhost"
         self.shared = GatewayShared(config: config, log: log,
                                     forwarder: Forwarder(config: config.downstream, helloName: hello, group: group))
+        self.policies = PolicySet(try GatewayServer.compilePolicies(config, extra: self.extraChecks))
     }
 
-    /// Builds the handlerchain of a listener.
-    static func pipeline(for l: ListenerConfig, config: GatewayConfig) -> Pipeline {
+    /// The policy each listener runs, by listener name.
+    static func compilePolicies(_ config: GatewayConfig, extra: [PolicyCheck] = []) throws -> [String: CompiledPolicy] {
+        var out: [String: CompiledPolicy] = [:]
+        var cache: [String: CompiledPolicy] = [:]
+        for l in config.listeners {
+            var p: CompiledPolicy
+            if let path = config.policyPath(for: l) {
+                if let c = cache[path] {
+                    p = c
+                } else {
+                    p = try PolicyLoader.load(path: path, factory: CheckCatalog(), checkTimeout: .seconds(config.checkTimeout))
+                    cache[path] = p
+                }
+            } else {
+                p = builtinPolicy(for: l, config: config)
+            }
+            if !extra.isEmpty {
+                p = CompiledPolicy(name: p.name, version: p.version, path: p.path, description: p.description, monitor: p.monitor,
+                                   deferRejection: p.deferRejection, checks: p.checks + extra, rules: p.rules,
+                                   thresholds: p.thresholds, checkTimeout: p.checkTimeout, files: p.files)
+            }
+            out[l.name] = p
+        }
+        return out
+    }
+
+    /// Without a policy file: the listener's handlerchain with the `checks` settings, no rules.
+    static func builtinPolicy(for l: ListenerConfig, config: GatewayConfig) -> CompiledPolicy {
         var chain = l.handlerchain
         // The size limit is a resource bound, not an opinion: it is always enforced.
         if l.maxmessagesize > 0 && !chain.contains("size") { chain.insert("size", at: 0) }
-        let checks: [any Check] = chain.compactMap { name in
+        let checks: [PolicyCheck] = chain.compactMap { name in
             switch name {
-            case "size": return SizeCheck()
+            case "size": return PolicyCheck(SizeCheck(), onError: .tempfail)
             case "helo":
                 var o = HeloCheck.Options()
                 o.literalMustMatchClient = config.helo.literalMustMatchClient
                 o.checkAuthorized = config.helo.checkAuthorized
                 o.reject = config.helo.reject
                 o.score = config.helo.score
-                return HeloCheck(options: o)
+                return PolicyCheck(HeloCheck(options: o), onError: .pass)
             default: return nil
             }
         }
-        return Pipeline(checks: checks, checkTimeout: .seconds(config.checkTimeout))
+        let h = config.helo
+        let fingerprint = chain.joined(separator: ",") + "|\(h.literalMustMatchClient),\(h.checkAuthorized),\(h.reject),\(h.score)"
+        return CompiledPolicy(name: "builtin", version: PolicyLoader.version(of: [("builtin", Array(fingerprint.utf8))]), path: nil,
+                              description: "the listener's handlerchain", checks: checks, checkTimeout: .seconds(config.checkTimeout))
+    }
+
+    /// Recompiles the policies from their files. A policy that does not compile is refused
+    /// and logged, and every listener keeps the policy it had; otherwise the new policies
+    /// serve new sessions from now on, and sessions in flight finish under the old. Returns
+    /// the diagnostics of a refused reload (empty when it took effect).
+    @discardableResult
+    public func reloadPolicies(reason: String = "sighup") -> [String] {
+        let old = policies.current
+        do {
+            let new = try GatewayServer.compilePolicies(config, extra: extraChecks)
+            policies.swap(new)
+            for l in config.listeners {
+                guard let n = new[l.name] else { continue }
+                log.append(LogRecord(event: "policy.reload", fields: [
+                    ("trigger", .string(reason)), ("result", "ok"), ("listener", .string(l.name)), ("policy", .string(n.name)),
+                    ("policy_version", .string(n.version)), ("previous_version", .string(old[l.name]?.version ?? "")),
+                ]))
+            }
+            return []
+        } catch {
+            let lines = (error as? PolicyErrors)?.diagnostics.map(\.description) ?? ["\(error)"]
+            log.append(LogRecord(event: "policy.reload", fields: [
+                ("trigger", .string(reason)), ("result", "refused"),
+                ("reason", .string("the new policy does not compile; the running policy stays in force")),
+                ("errors", .array(lines.map { .string($0) })),
+                ("running", .array(config.listeners.map { l in .string("\(l.name): \(old[l.name]?.name ?? "?") \(old[l.name]?.version ?? "")") })),
+            ]))
+            return lines
+        }
+    }
+
+    /// The policy a listener's new sessions run.
+    public func policy(listener: String) -> CompiledPolicy? { policies.current[listener] }
+
+    /// Looks at the policy files every `interval` and reloads when one changed.
+    func watchPolicies(every interval: Int) -> Task<Void, Never> {
+        Task { [weak self] in
+            var last = self?.policyFingerprint() ?? ""
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(interval))
+                guard let self else { return }
+                let now = self.policyFingerprint()
+                if now != last {
+                    last = now
+                    self.reloadPolicies(reason: "file-change")
+                }
+            }
+        }
+    }
+
+    /// Size and modification time of every file the current policies read, and of the
+    /// policy files themselves.
+    func policyFingerprint() -> String {
+        var files = Set(policies.current.values.flatMap(\.files))
+        for l in config.listeners { if let p = config.policyPath(for: l) { files.insert(p) } }
+        return files.sorted().map { f in
+            var st = stat()
+            guard stat(f, &st) == 0 else { return "\(f):-" }
+            return "\(f):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+        }.joined(separator: "|")
     }
 
     /// Binds all listeners and starts accepting.
     public func start() async throws {
         for l in config.listeners {
-            let built = GatewayServer.pipeline(for: l, config: config)
-            let pipeline = Pipeline(checks: built.checks + extraChecks, checkTimeout: built.checkTimeout)
+            let policies = self.policies
             let helloName = l.resolvedHelloName
             for b in l.bind {
                 guard let addr = BindAddress(b) else { continue }
@@ -204,8 +305,10 @@ public final class GatewayServer: @unchecked Sendable {
                     _ = try? await server.executeThenClose { inbound in
                         try await withThrowingDiscardingTaskGroup { group in
                             for try await (conn, idle) in inbound {
+                                // The policy is taken when the session starts and kept to its end.
+                                let policy = policies.current[l.name]!
                                 group.addTask {
-                                    await Session.handle(conn, idle: idle, listener: l, helloName: helloName, pipeline: pipeline, shared: shared)
+                                    await Session.handle(conn, idle: idle, listener: l, helloName: helloName, policy: policy, shared: shared)
                                 }
                             }
                         }
@@ -213,6 +316,10 @@ public final class GatewayServer: @unchecked Sendable {
                 }
                 lock.withLock { acceptTasks.append(task) }
             }
+        }
+        if config.policyWatch > 0 {
+            let t = watchPolicies(every: config.policyWatch)
+            lock.withLock { watcher = t }
         }
     }
 
@@ -237,6 +344,7 @@ public final class GatewayServer: @unchecked Sendable {
             try? await Task.sleep(for: .milliseconds(50))
         }
         for h in shared.registry.all() { Self.closeWith421(h) }
+        lock.withLock { watcher }?.cancel()
         let tasks = lock.withLock { acceptTasks }
         for t in tasks { await t.value }
         shared.forwarder.shutdown()

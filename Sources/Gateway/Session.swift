@@ -19,7 +19,6 @@ final class Session {
         var recipients: [Mailbox] = []
         var rcptAttempted = false
         var headers: [HeaderField] = []
-        var accepted = false
     }
 
     enum CloseReason: String { case quit, clientClosed = "client-closed", timeout, tooManyErrors = "too-many-errors",
@@ -28,7 +27,8 @@ final class Session {
     let id: String
     let listener: ListenerConfig
     let helloName: String
-    let pipeline: Pipeline
+    let policy: CompiledPolicy
+    let run: PolicyRun
     let shared: GatewayShared
     let handle: SessionHandle
     let idle: IdleTimeoutHandler
@@ -39,17 +39,18 @@ final class Session {
     var txn: Transaction?
     var transactions = 0
     var unrecognized = 0
-    var sessionAccepted = false
     let started = ContinuousClock.now
     let clientIPText: String
 
-    init(id: String, listener: ListenerConfig, helloName: String, pipeline: Pipeline, shared: GatewayShared,
+    init(id: String, listener: ListenerConfig, helloName: String, policy: CompiledPolicy, shared: GatewayShared,
          handle: SessionHandle, idle: IdleTimeoutHandler, ip: IPAddress, port: Int, outbound: Outbound) {
         self.idle = idle
         self.id = id
         self.listener = listener
         self.helloName = helloName
-        self.pipeline = pipeline
+        self.policy = policy
+        let config = shared.config
+        self.run = PolicyRun(policy: policy, isLocalDomain: { config.isLocal(domain: $0) })
         self.shared = shared
         self.handle = handle
         self.outbound = outbound
@@ -67,7 +68,7 @@ final class Session {
     // MARK: Entry
 
     static func handle(_ conn: NIOAsyncChannel<SMTPLine, ByteBuffer>, idle: IdleTimeoutHandler, listener: ListenerConfig, helloName: String,
-                       pipeline: Pipeline, shared: GatewayShared) async {
+                       policy: CompiledPolicy, shared: GatewayShared) async {
         let remote = conn.channel.remoteAddress
         let ip: IPAddress = remote?.ipAddress.flatMap { IPAddress($0) } ?? .v4(0)
         let port = remote?.port ?? 0
@@ -89,7 +90,7 @@ final class Session {
         defer { shared.registry.remove(id) }
         do {
             try await conn.executeThenClose { inbound, outbound in
-                let s = Session(id: id, listener: listener, helloName: helloName, pipeline: pipeline, shared: shared,
+                let s = Session(id: id, listener: listener, helloName: helloName, policy: policy, shared: shared,
                                 handle: h, idle: idle, ip: ip, port: port, outbound: outbound)
                 var it = inbound.makeAsyncIterator()
                 await s.run(&it, local: conn.channel.localAddress)
@@ -119,7 +120,26 @@ final class Session {
         if let r = reason { f.append(("reason", .string(r))) }
         if score != 0 { f.append(("score", .double(score))) }
         if let d = durationMicros { f.append(("duration_ms", .double(Double(d) / 1000))) }
-        log("verdict", f + extra)
+        log("verdict", f + extra + policyFields)
+    }
+
+    var policyFields: [(String, JSONValue)] { [("policy", .string(policy.name)), ("policy_version", .string(policy.version))] }
+
+    /// A verdict of the policy: a check's result, a rule that fired, a threshold.
+    func logVerdict(_ v: PolicyVerdict, extra: [(String, JSONValue)]) {
+        var f: [(String, JSONValue)] = [("stage", .string(v.stage.rawValue)), ("check", .string(v.check))]
+        if let r = v.rule { f.append(("rule", .string(r))) }
+        if let p = v.place { f.append(("rule_file", .string(p))) }
+        f += [("result", .string(v.result)), ("action", .string(v.action))]
+        if let r = v.reply { f.append(("reply", .string(r.summary))) }
+        if let r = v.reason { f.append(("reason", .string(r))) }
+        if v.score != 0 { f.append(("score", .double(v.score))) }
+        if let w = v.would { f.append(("monitor", .bool(true))); f.append(("would", .string(w))) }
+        if let d = v.deferredTo { f.append(("deferred_to", .string(d.rawValue))) }
+        if let o = v.overriddenBy { f.append(("overridden_by", .string(o))) }
+        if !v.headers.isEmpty { f.append(("headers", .array(v.headers.map { .string("\($0.name): \($0.value)") }))) }
+        if let d = v.durationMicros { f.append(("duration_ms", .double(Double(d) / 1000))) }
+        log("verdict", f + extra + policyFields)
     }
 
     func stageContext(_ stage: Stage) -> [(String, JSONValue)] {
@@ -129,20 +149,13 @@ final class Session {
         return f
     }
 
-    /// Runs a stage's checks, logging every verdict.
-    func runStage(_ stage: Stage) async -> StageOutcome {
-        if sessionAccepted || (txn?.accepted ?? false && stage >= .mail) { return StageOutcome() }
+    /// Runs a stage of the policy, logging every verdict.
+    func runStage(_ stage: Stage) async -> StageDecision {
         let extra = stageContext(stage)
-        let outcome = await pipeline.run(stage, context: ctx) { v in
-            logDecision(stage: v.stage, check: v.check, result: v.result, action: v.action.name, reply: v.action.reply,
-                        reason: v.reason, score: v.score, durationMicros: v.durationMicros, extra: extra)
-        }
-        ctx.score += outcome.score
-        txn?.headers += outcome.headers
-        if case .accept = outcome.action {
-            if stage <= .helo { sessionAccepted = true } else if stage != .rcpt { txn?.accepted = true }
-        }
-        return outcome
+        let decision = await run.run(stage, context: ctx) { v in logVerdict(v, extra: extra) }
+        ctx.score = run.score
+        txn?.headers += decision.headers
+        return decision
     }
 
     // MARK: I/O
@@ -168,7 +181,7 @@ final class Session {
 
     func run(_ inbound: inout Inbound, local: SocketAddress?) async {
         log("session.open", [("port", .int(ctx.clientPort)), ("listener", .string(listener.name)),
-                             ("local", .string(local.map { "\($0.ipAddress ?? ""):\($0.port ?? 0)" } ?? ""))])
+                             ("local", .string(local.map { "\($0.ipAddress ?? ""):\($0.port ?? 0)" } ?? ""))] + policyFields)
         let connect = await runStage(.connect)
         switch connect.action {
         case .reject(let r):
@@ -343,6 +356,7 @@ final class Session {
         ctx.headers = []
         ctx.messageSize = 0
         ctx.messageTruncated = false
+        run.beginTransaction()
         let outcome = await runStage(.mail)
         if let r = outcome.action.reply {
             endTransaction()
@@ -359,7 +373,8 @@ final class Session {
         ctx.mailParameters = nil
         ctx.recipients = []
         ctx.recipient = nil
-        ctx.score = 0
+        run.endTransaction()
+        ctx.score = run.score
         return shared.registry.endTransaction(handle)
     }
 
@@ -420,6 +435,10 @@ final class Session {
             logDecision(stage: .data, check: "log", result: "error", action: "tempfail", reply: r, reason: "decision log cannot be written")
             return await send(r)
         }
+        if let r = run.atDataCommand(ctx, record: { logVerdict($0, extra: stageContext(.data)) }) {
+            endTransaction()
+            return await send(r)
+        }
         guard await send(SMTPReply(354, nil, "End data with <CR><LF>.<CR><LF>")) else { close(.clientClosed); return false }
         idle.busy.withLockedValue { $0 = false }
         defer { idle.busy.withLockedValue { $0 = true } }
@@ -430,7 +449,7 @@ final class Session {
         var headerBlock = ByteBuffer()
         var collectingHeaders = true
         var truncated = false
-        var dataOutcome: StageOutcome?
+        var dataOutcome: StageDecision?
         var ended = false
 
         while !ended {
@@ -483,7 +502,7 @@ final class Session {
     }
 
     func endOfData(spool: MessageSpool, reader: DataReader, headerBlock: ByteBuffer, collectingHeaders: Bool,
-                   truncated: Bool, dataOutcome: StageOutcome?) async -> Bool {
+                   truncated: Bool, dataOutcome: StageDecision?) async -> Bool {
         var t = txn!
         ctx.messageSize = reader.size
         ctx.messageTruncated = truncated
@@ -496,8 +515,8 @@ final class Session {
                 ("transaction", .string(t.id)), ("sender", .string(t.sender.description)),
                 ("recipients", .array(t.recipients.map { .string($0.description) })), ("size", .int(reader.size)),
                 ("message_id", .string(messageID)), ("action", .string(action)), ("reply", .string(reply.summary)),
-            ]
-            if ctx.score != 0 { f.append(("score", .double(ctx.score))) }
+            ] + policyFields
+            if run.score != 0 { f.append(("score", .double(run.score))) }
             if let d = downstream {
                 f.append(("downstream", .object([("target", .string(d.target)), ("result", .string(d.kind.rawValue)), ("reply", .string(d.detail))])))
             }

@@ -58,13 +58,26 @@ public struct CheckResult: Sendable {
     public var reason: String?
     public var score: Double
     public var headers: [HeaderField]
+    /// Facts for the rules, by their name after the check's (`listed` → `dnsbl.listed`).
+    public var facts: [String: FactValue]
+    /// The check could not do its work (DNS, store, network down): the policy's `onError`
+    /// for the check decides between passing and 4xx.
+    public var backendError: Bool
 
-    public init(_ action: Action, result: String, reason: String? = nil, score: Double = 0, headers: [HeaderField] = []) {
+    public init(_ action: Action, result: String, reason: String? = nil, score: Double = 0, headers: [HeaderField] = [],
+                facts: [String: FactValue] = [:], backendError: Bool = false) {
         self.action = action
         self.result = result
         self.reason = reason
         self.score = score
         self.headers = headers
+        self.facts = facts
+        self.backendError = backendError
+    }
+
+    /// The backend of the check failed; `reason` says how.
+    public static func failure(_ reason: String, result: String = "error") -> CheckResult {
+        CheckResult(.continue, result: result, reason: reason, backendError: true)
     }
 
     public static func pass(_ result: String = "pass", reason: String? = nil) -> CheckResult {
@@ -80,6 +93,8 @@ public struct CheckContext: Sendable {
     public var clientPort: Int
     /// The client matches the listener's authorizedAddresses.
     public var clientAuthorized: Bool
+    /// The verified reverse name of the client, when a check has found it.
+    public var clientPTR: String?
     public var authenticatedUser: String?
     public var tls: Bool
     public var heloVerb: String?
@@ -191,7 +206,7 @@ public struct Pipeline: Sendable {
         return outcome
     }
 
-    private func evaluate(_ check: any Check, stage: Stage, context: CheckContext) async -> CheckResult {
+    func evaluate(_ check: any Check, stage: Stage, context: CheckContext) async -> CheckResult {
         if !check.waits { return await check.evaluate(stage: stage, context: context) }
         // Race the check against its budget without waiting for a check that ignores
         // cancellation: whichever finishes first answers, the other is cancelled and left.

@@ -5,6 +5,8 @@
 import ArgumentParser
 import Foundation
 import Gateway
+import PolicyEngine
+import Checks
 import DecisionLog
 import DNSResolver
 import MailAuth
@@ -16,7 +18,7 @@ struct MailGate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mailgate",
         abstract: "An anti-spam SMTP policy gateway in front of your mail server.",
-        subcommands: [Serve.self, CheckConfig.self, Log.self, Version.self])
+        subcommands: [Serve.self, CheckConfig.self, PolicyCommand.self, Log.self, Version.self])
 }
 
 func loadConfig(_ path: String?) throws -> GatewayConfig {
@@ -49,19 +51,31 @@ struct Serve: AsyncParsableCommand {
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
-        // SIGHUP will reload the policy (policy-authoring issue); until then it must not
-        // kill the gateway, as its default action would.
+        // SIGHUP reloads the policies; it must never kill the gateway, as its default would.
         signal(SIGHUP, SIG_IGN)
+        let server: GatewayServer
+        do {
+            server = try GatewayServer(config: cfg, log: log)
+        } catch {
+            // An invalid policy: refuse to start, with every error and its place.
+            FileHandle.standardError.write(Data("\(error)\nmailgate: the policy is invalid; not starting\n".utf8))
+            log.close()
+            throw ExitCode(2)
+        }
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         hup.setEventHandler {
-            logger.notice("SIGHUP: configuration reload is not implemented yet; ignored")
-            log.append(LogRecord(event: "gateway.sighup", fields: [("action", "ignored"), ("reason", "reload not implemented yet")]))
+            let errors = server.reloadPolicies()
+            if errors.isEmpty {
+                logger.notice("SIGHUP: policy reloaded: \(cfg.listeners.compactMap { server.policy(listener: $0.name).map { "\($0.name) \($0.version)" } }.joined(separator: ", "))")
+            } else {
+                logger.error("SIGHUP: new policy refused, the running one stays in force:\n\(errors.joined(separator: "\n"))")
+            }
         }
         hup.resume()
-        let server = GatewayServer(config: cfg, log: log)
         log.append(LogRecord(event: "gateway.start", fields: [
             ("listeners", .array(cfg.listeners.map { .string("\($0.name)=\($0.bind.joined(separator: ","))") })),
             ("downstream", .array(cfg.downstream.targets.map { .string($0) })),
+            ("policies", .array(cfg.listeners.compactMap { l in server.policy(listener: l.name).map { .string("\(l.name)=\($0.name) \($0.version)") } })),
         ]))
         do {
             try await server.start()
@@ -109,7 +123,12 @@ struct CheckConfig: ParsableCommand {
     @Argument(help: "Configuration file (YAML).") var file: String
 
     func run() throws {
-        _ = try loadConfig(file)
+        let cfg = try loadConfig(file)
+        var bad = false
+        for path in Set(cfg.listeners.compactMap { cfg.policyPath(for: $0) }).sorted() {
+            if !checkPolicy(path) { bad = true }
+        }
+        if bad { throw ExitCode(2) }
         print("\(file): OK")
     }
 }

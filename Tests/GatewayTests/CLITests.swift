@@ -50,7 +50,7 @@ import Testing
         let r = try await Client.smtplib(port: port, from: "a@example.net", to: ["postmaster@localhost"],
                                          data: "Subject: hello\r\nMessage-ID: <cli@example.net>\r\n\r\nHi.\r\n")
         #expect(r["ok"] as? Bool == true, "\(r)")
-        // SIGHUP must not kill it (reload arrives with the policy issue).
+        // SIGHUP reloads the policy (here the built-in one) and must not kill it.
         kill(p.processIdentifier, SIGHUP)
         try await Task.sleep(for: .milliseconds(300))
         #expect(p.isRunning)
@@ -66,8 +66,8 @@ import Testing
         #expect(qs == 0)
         #expect(q.contains("\"message_id\":\"<cli@example.net>\""))
         #expect(q.contains("\"action\":\"accept\""))
-        let (_, h) = try await run(["log", "query", "--event", "gateway.sighup", "--format", "json", "var/decisions.log"], cwd: dir)
-        #expect(h.contains("\"action\":\"ignored\""))
+        let (_, h) = try await run(["log", "query", "--event", "policy.reload", "--format", "json", "var/decisions.log"], cwd: dir)
+        #expect(h.contains("\"trigger\":\"sighup\",\"result\":\"ok\",\"listener\":\"smtp\",\"policy\":\"builtin\""), "\(h)")
         let (vs, v) = try await run(["log", "verify", "var/decisions.log"], cwd: dir)
         #expect(vs == 0, "\(v)")
         #expect(v.hasPrefix("var/decisions.log: OK, "))

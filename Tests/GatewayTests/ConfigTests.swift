@@ -47,8 +47,8 @@ import SMTPProtocol
         domainz: [example.org]
         """
         #expect(errors(yaml) == [
-            "t.yaml:4: unknown key 'maxMessageSize' in listener (known: addressBracketsEnforcement, authRequired, authorizedAddresses, bind, connectBacklog, connectionLimit, connectionLimitPerIP, connectionTimeout, handlerchain, helloName, heloEhloEnforcement, maxRecipients, maxUnrecognizedCommands, maxmessagesize, name, protocol, smtpGreeting, tls, verifyIdentity)",
-            "t.yaml:5: unknown key 'domainz' in top level (known: checks, domains, downstream, listeners, log, shutdownGracePeriod, spool)",
+            "t.yaml:4: unknown key 'maxMessageSize' in listener (known: addressBracketsEnforcement, authRequired, authorizedAddresses, bind, connectBacklog, connectionLimit, connectionLimitPerIP, connectionTimeout, handlerchain, helloName, heloEhloEnforcement, maxRecipients, maxUnrecognizedCommands, maxmessagesize, name, policy, protocol, smtpGreeting, tls, verifyIdentity)",
+            "t.yaml:5: unknown key 'domainz' in top level (known: checks, domains, downstream, listeners, log, policy, policyWatch, shutdownGracePeriod, spool)",
         ])
     }
 

@@ -145,7 +145,7 @@ final class TestGateway: @unchecked Sendable {
         if let p = logPath { c.log.path = p }
         configure(&c)
         log = try DecisionLog(path: c.log.path, durability: .groupCommit(milliseconds: 1))
-        server = GatewayServer(config: c, log: log, extraChecks: checks)
+        server = try GatewayServer(config: c, log: log, extraChecks: checks)
         try await server.start()
     }
 

@@ -1,0 +1,232 @@
+import Foundation
+import SMTPProtocol
+
+/// A check result given by a policy test or `policy simulate` instead of running the check.
+public struct InjectedResult: Sendable {
+    public var result: String
+    public var reason: String?
+    public var score: Double = 0
+    public var action: Action = .continue
+    public var facts: [String: FactValue] = [:]
+    public var backendError = false
+    public init(result: String) { self.result = result }
+}
+
+/// Stands in for a check, answering what the test says.
+struct InjectedCheck: Check {
+    let name: String
+    let stages: Set<Stage>
+    let fixed: InjectedResult
+    var waits: Bool { false }
+    func evaluate(stage: Stage, context: CheckContext) async -> CheckResult {
+        CheckResult(fixed.action, result: fixed.result, reason: fixed.reason, score: fixed.score, facts: fixed.facts,
+                    backendError: fixed.backendError)
+    }
+}
+
+/// One SMTP session to simulate.
+public struct SimulationInput: Sendable {
+    public var clientIP: IPAddress
+    public var clientPTR: String?
+    public var heloVerb = "EHLO"
+    public var helo: String?
+    public var sender: ReversePath?
+    public var recipients: [Mailbox] = []
+    /// The message as on disk (LF or CRLF line ends), headers and body.
+    public var message: [UInt8]?
+    public var authenticatedUser: String?
+    public var tls = false
+    public var localDomains: [String] = ["localhost", "localhost.localdomain"]
+    public var authorizedAddresses: [IPNetwork] = [IPNetwork("127.0.0.0/8")!, IPNetwork("::1/128")!]
+    /// Octets; 0 = unlimited.
+    public var maxMessageSize = 0
+    /// Results to use instead of running these checks.
+    public var injected: [String: InjectedResult] = [:]
+    public init(clientIP: IPAddress) { self.clientIP = clientIP }
+
+    func isLocal(_ d: String) -> Bool {
+        var d = d.lowercased()
+        if d.hasSuffix(".") { d.removeLast() }
+        return localDomains.contains { $0.lowercased() == d }
+    }
+}
+
+/// What a simulated session came to.
+public struct SimulationResult: Sendable {
+    public struct Step: Sendable {
+        public var stage: Stage
+        public var label: String
+        public var verdicts: [PolicyVerdict]
+        public var reply: SMTPReply?
+    }
+    public var steps: [Step] = []
+    /// accept, reject or tempfail.
+    public var action = "accept"
+    public var stage: Stage = .message
+    public var reply: SMTPReply?
+    public var score = 0.0
+    public var headers: [HeaderField] = []
+
+    public var verdicts: [PolicyVerdict] { steps.flatMap(\.verdicts) }
+    /// Rules that fired (monitored ones too), in order.
+    public var rulesFired: [String] { verdicts.compactMap { $0.check == "policy" && $0.rule != "thresholds" ? $0.rule : nil } }
+    /// What monitor mode held back.
+    public var would: [String] { verdicts.compactMap(\.would) }
+}
+
+/// Runs a policy over a made-up session, with the same stage logic as the gateway, without
+/// any network: the answer to "why would this mail be refused?".
+public enum PolicySimulator {
+    public static func run(_ policy: CompiledPolicy, _ input: SimulationInput) async -> SimulationResult {
+        // Injected results replace the checks they name.
+        let checks = policy.checks.map { pc -> PolicyCheck in
+            guard let inj = input.injected[pc.check.name] else { return pc }
+            return PolicyCheck(InjectedCheck(name: pc.check.name, stages: pc.check.stages, fixed: inj), onError: pc.onError)
+        }
+        let p = CompiledPolicy(name: policy.name, version: policy.version, path: policy.path, description: policy.description,
+                               monitor: policy.monitor, deferRejection: policy.deferRejection, checks: checks, rules: policy.rules,
+                               thresholds: policy.thresholds, checkTimeout: policy.checkTimeout, files: policy.files)
+        let run = PolicyRun(policy: p, isLocalDomain: { input.isLocal($0) })
+        var ctx = CheckContext(sessionID: "simulation", listener: "smtp", clientIP: input.clientIP, clientPort: 0,
+                               clientAuthorized: input.authorizedAddresses.contains { $0.contains(input.clientIP) },
+                               maxMessageSize: input.maxMessageSize)
+        ctx.clientPTR = input.clientPTR
+        ctx.authenticatedUser = input.authenticatedUser
+        ctx.tls = input.tls
+        var out = SimulationResult()
+
+        func step(_ stage: Stage, _ label: String) async -> Action {
+            var vs: [PolicyVerdict] = []
+            let d = await run.run(stage, context: ctx) { vs.append($0) }
+            out.headers += d.headers
+            out.steps.append(.init(stage: stage, label: label, verdicts: vs, reply: d.action.reply))
+            return d.action
+        }
+        func finish(_ a: Action, _ stage: Stage) -> SimulationResult {
+            out.action = a.reply == nil ? "accept" : a.name
+            out.reply = a.reply
+            out.stage = stage
+            out.score = run.score
+            return out
+        }
+
+        var a = await step(.connect, "connect from [\(input.clientIP)]\(input.clientPTR.map { " (\($0))" } ?? "")")
+        if a.reply != nil { return finish(a, .connect) }
+        if let h = input.helo {
+            ctx.helo = h
+            ctx.heloVerb = input.heloVerb
+            a = await step(.helo, "\(input.heloVerb) \(h)")
+            if a.reply != nil { return finish(a, .helo) }
+        }
+        guard let sender = input.sender else { return finish(.continue, input.helo == nil ? .connect : .helo) }
+        ctx.sender = sender
+        var params = MailParameters()
+        if let m = input.message { params.size = m.count }
+        ctx.mailParameters = params
+        run.beginTransaction()
+        a = await step(.mail, "MAIL FROM:<\(sender)>")
+        if a.reply != nil { return finish(a, .mail) }
+
+        var firstRefusal: Action?
+        for r in input.recipients {
+            ctx.recipient = r
+            let local = r.domain.isEmpty || input.isLocal(r.domain)
+            if !local && !ctx.clientAuthorized && input.authenticatedUser == nil {
+                let reply = SMTPReply(550, "5.7.1", "<\(r)>: Relay access denied")
+                out.steps.append(.init(stage: .rcpt, label: "RCPT TO:<\(r)>", verdicts: [
+                    PolicyVerdict(stage: .rcpt, check: "relay", result: "denied", action: "reject", reply: reply,
+                                  reason: "domain \(r.domain.lowercased()) is not local and the client is not authorized"),
+                ], reply: reply))
+                if firstRefusal == nil { firstRefusal = .reject(reply) }
+                continue
+            }
+            a = await step(.rcpt, "RCPT TO:<\(r)>")
+            if a.reply != nil {
+                if firstRefusal == nil { firstRefusal = a }
+                continue
+            }
+            ctx.recipients.append(r)
+        }
+        ctx.recipient = nil
+        if ctx.recipients.isEmpty {
+            return finish(firstRefusal ?? .reject(SMTPReply(554, "5.5.1", "No valid recipients")), .rcpt)
+        }
+        var dataVerdicts: [PolicyVerdict] = []
+        if let r = run.atDataCommand(ctx, record: { dataVerdicts.append($0) }) {
+            out.steps.append(.init(stage: .data, label: "DATA", verdicts: dataVerdicts, reply: r))
+            return finish(r.isTransient ? .tempfail(r) : .reject(r), .data)
+        }
+        if !dataVerdicts.isEmpty { out.steps.append(.init(stage: .data, label: "DATA", verdicts: dataVerdicts, reply: nil)) }
+        let message = input.message ?? Array("\r\n".utf8)
+        let (headers, headerSize) = parseHeaders(message)
+        ctx.headers = headers
+        ctx.messageSize = headerSize
+        a = await step(.data, "headers (\(headers.count) fields)")
+        if a.reply != nil { return finish(a, .data) }
+        ctx.messageSize = message.count
+        ctx.messageTruncated = input.maxMessageSize > 0 && message.count > input.maxMessageSize
+        a = await step(.message, "end of data (\(message.count) octets)")
+        return finish(a, .message)
+    }
+
+    /// The header fields of a message, unfolded, and the size of the header block.
+    public static func parseHeaders(_ m: [UInt8]) -> ([HeaderField], Int) {
+        var fields: [HeaderField] = []
+        var i = 0
+        var size = 0
+        while i < m.count {
+            var j = i
+            while j < m.count && m[j] != 0x0A { j += 1 }
+            var line = Array(m[i..<j])
+            if line.last == 0x0D { line.removeLast() }
+            size = min(j + 1, m.count)
+            i = j + 1
+            if line.isEmpty { break }
+            let text = String(decoding: line, as: UTF8.self)
+            if line[0] == 0x20 || line[0] == 0x09 {
+                if !fields.isEmpty { fields[fields.count - 1].value += " " + text.trimmingCharacters(in: .whitespaces) }
+                continue
+            }
+            guard let colon = text.firstIndex(of: ":") else { continue }
+            fields.append(HeaderField(String(text[..<colon]), text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+        }
+        return (fields, size)
+    }
+
+    /// The trace as `policy simulate` prints it.
+    public static func describe(_ r: SimulationResult, policy: CompiledPolicy) -> String {
+        var out = "policy \(policy.name) version \(policy.version)\(policy.path.map { " (\($0))" } ?? "")\(policy.monitor ? " [monitor mode]" : "")\n"
+        for s in r.steps {
+            out += "\n\(s.stage.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(s.label)\n"
+            if s.verdicts.isEmpty { out += "    (nothing to check)\n" }
+            for v in s.verdicts {
+                var line = "    "
+                if v.check == "policy", let rule = v.rule {
+                    line += "rule \(rule)\(v.place.map { " (\($0))" } ?? ""): \(v.result)"
+                } else if v.check == "policy" || v.check == "relay" {
+                    line += "\(v.check): \(v.result)"
+                } else {
+                    line += "check \(v.check): \(v.result)"
+                }
+                if v.action != "score" { line += " -> \(v.action)" }
+                if let rep = v.reply { line += " \(rep.summary)" }
+                if v.score != 0 { line += " score \(v.score > 0 ? "+" : "")\(FactValue.format(v.score))" }
+                if let w = v.would { line += " [monitor: would \(w)]" }
+                if let d = v.deferredTo { line += " [deferred to \(d.rawValue)]" }
+                if let o = v.overriddenBy { line += " [overridden by rule \(o)]" }
+                out += line + "\n"
+                if let reason = v.reason { out += "        why: \(reason)\n" }
+                if !v.facts.isEmpty { out += "        facts: \(v.facts.map { "\($0.0)=\($0.1.isEmpty ? "\"\"" : $0.1)" }.joined(separator: ", "))\n" }
+                for h in v.headers { out += "        header: \(h.name): \(h.value)\n" }
+            }
+            if let rep = s.reply { out += "    => \(rep.summary)\n" }
+        }
+        out += "\nverdict: \(r.action)"
+        if r.action != "accept" { out += " at \(r.stage.rawValue)" }
+        if let rep = r.reply { out += ": \(rep.summary)" } else { out += " (the message would be forwarded)" }
+        out += "\nscore: \(FactValue.format(r.score))\n"
+        if !r.headers.isEmpty { out += "headers added: \(r.headers.map { "\($0.name): \($0.value)" }.joined(separator: "; "))\n" }
+        if !r.would.isEmpty { out += "monitor mode held back: \(r.would.joined(separator: "; "))\n" }
+        return out
+    }
+}
