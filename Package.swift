@@ -48,6 +48,7 @@ let package = Package(
 
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
         .testTarget(name: "DecisionLogTests", dependencies: ["DecisionLog"]),
+        .testTarget(name: "PolicyEngineTests", dependencies: ["PolicyEngine", "Checks", "SMTPProtocol"]),
         .testTarget(name: "ChecksTests", dependencies: ["Checks", "PolicyEngine", "SMTPProtocol"]),
         .testTarget(name: "GatewayTests",
                     dependencies: [

@@ -194,7 +194,12 @@ public final class PolicyRun {
                 continue
             }
             ctx.score += v.score
-            if monitorAll { v.headers = [] } else { decision.headers += v.headers }
+            if monitorAll && !v.headers.isEmpty {
+                v.would = v.headers.map { "header \($0.name): \($0.value)" }.joined(separator: "; ")
+                v.headers = []
+            } else {
+                decision.headers += v.headers
+            }
             if let t = terminal {
                 v.action = t.name
                 v.reply = t.reply
@@ -240,9 +245,14 @@ public final class PolicyRun {
                 v.reason = "score \(s) >= tempfail \(FactValue.format(tf))"
             } else if let h = t.header, total >= h {
                 v.reason = "score \(s) >= header \(FactValue.format(h))"
-                v.headers = [HeaderField("X-Spam-Flag", "YES"), HeaderField("X-Spam-Score", s)]
-                v.action = "header"
-                if !monitorAll { decision.headers += v.headers }
+                let h = [HeaderField("X-Spam-Flag", "YES"), HeaderField("X-Spam-Score", s)]
+                if monitorAll {
+                    v.would = h.map { "header \($0.name): \($0.value)" }.joined(separator: "; ")
+                } else {
+                    v.headers = h
+                    v.action = "header"
+                    decision.headers += h
+                }
             } else {
                 v.reason = "score \(s) below every threshold"
             }

@@ -209,7 +209,7 @@ public enum PolicySimulator {
                     line += "check \(v.check): \(v.result)"
                 }
                 if v.action != "score" { line += " -> \(v.action)" }
-                if let rep = v.reply { line += " \(rep.summary)" }
+                if let rep = v.reply, v.would == nil { line += " \(rep.summary)" }
                 if v.score != 0 { line += " score \(v.score > 0 ? "+" : "")\(FactValue.format(v.score))" }
                 if let w = v.would { line += " [monitor: would \(w)]" }
                 if let d = v.deferredTo { line += " [deferred to \(d.rawValue)]" }

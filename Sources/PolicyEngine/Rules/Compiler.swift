@@ -328,13 +328,7 @@ struct RuleCompiler {
         }
         filesRead.append((displayPath, Array(data)))
         let text = String(decoding: data, as: UTF8.self)
-        var parser: Parser
-        do {
-            parser = try Parser(text, file: displayPath)
-        } catch {
-            diagnostics.append(error)
-            return []
-        }
+        var parser = Parser(text, file: displayPath)
         let syntax = parser.parseFile()
         diagnostics += parser.diagnostics
         var lists: [String: RuleList] = [:]

@@ -65,6 +65,8 @@ struct Lexer {
     private var i = 0
     private var line = 1
     private var col = 1
+    /// Problems found while reading tokens; the lexer carries on after each.
+    var diagnostics: [PolicyDiagnostic] = []
 
     init(_ text: String, file: String) {
         self.file = file
@@ -86,7 +88,7 @@ struct Lexer {
     }
     static func isDigit(_ c: Unicode.Scalar) -> Bool { c >= "0" && c <= "9" }
 
-    mutating func tokens() throws(PolicyDiagnostic) -> [Token] {
+    mutating func tokens() -> [Token] {
         var out: [Token] = []
         while true {
             // Blanks and comments.
@@ -113,7 +115,7 @@ struct Lexer {
                     advance()
                 }
                 if let d = peek(), Lexer.isIdentStart(d) {
-                    throw PolicyDiagnostic(file: file, SourcePosition(line: line, column: col), "unexpected '\(d)' after number \(s)")
+                    diagnostics.append(PolicyDiagnostic(file: file, SourcePosition(line: line, column: col), "unexpected '\(d)' after number \(s)"))
                 }
                 out.append(Token(kind: .number(s), pos: pos))
             } else if c == "\"" {
@@ -121,23 +123,25 @@ struct Lexer {
                 var s = ""
                 while true {
                     guard let d = peek(), d != "\n" else {
-                        throw PolicyDiagnostic(file: file, pos, "unterminated string")
+                        diagnostics.append(PolicyDiagnostic(file: file, pos, "unterminated string"))
+                        break
                     }
                     advance()
                     if d == "\"" { break }
                     if d == "\\" {
-                        guard let e = peek() else { throw PolicyDiagnostic(file: file, pos, "unterminated string") }
+                        guard let e = peek(), e != "\n" else { continue }
                         advance()
                         switch e {
                         case "\"", "\\": s.unicodeScalars.append(e)
                         case "n": s.unicodeScalars.append("\n")
                         default:
-                            throw PolicyDiagnostic(file: file, SourcePosition(line: line, column: col - 2), "unknown escape \\\(e) (use \\\" \\\\ or \\n)")
+                            diagnostics.append(PolicyDiagnostic(file: file, SourcePosition(line: line, column: col - 2), "unknown escape \\\(e) (use \\\" \\\\ or \\n)"))
                         }
                         continue
                     }
                     if d.value < 0x20 || d.value == 0x7f {
-                        throw PolicyDiagnostic(file: file, SourcePosition(line: line, column: col - 1), "control character in string")
+                        diagnostics.append(PolicyDiagnostic(file: file, SourcePosition(line: line, column: col - 1), "control character in string"))
+                        continue
                     }
                     s.unicodeScalars.append(d)
                 }
@@ -151,7 +155,8 @@ struct Lexer {
                     advance()
                     out.append(Token(kind: .punct(String(c)), pos: pos))
                 } else {
-                    throw PolicyDiagnostic(file: file, pos, "unexpected character '\(c)'")
+                    diagnostics.append(PolicyDiagnostic(file: file, pos, "unexpected character '\(c)'"))
+                    advance()
                 }
             }
         }
@@ -257,10 +262,11 @@ struct Parser {
     static let factWords: Set<String> = ["score", "header"]
     static let actionWords: Set<String> = ["accept", "reject", "tempfail", "greylist", "score", "header", "log"]
 
-    init(_ text: String, file: String) throws(PolicyDiagnostic) {
+    init(_ text: String, file: String) {
         self.file = file
         var lx = Lexer(text, file: file)
-        self.toks = try lx.tokens()
+        self.toks = lx.tokens()
+        self.diagnostics = lx.diagnostics
     }
 
     var tok: Token { toks[i] }
