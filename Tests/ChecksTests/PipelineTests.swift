@@ -215,7 +215,7 @@ func run(_ p: Pipeline, _ stage: Stage, _ ctx: CheckContext = context()) async -
         #expect(r.reason == "fine")
         #expect(r.score == 0.5)
         #expect(r.durationMicros >= 30_000)
-        #expect(r.durationMicros < 1_000_000)
+        #expect(r.durationMicros < 5_000_000, "a 30 ms check took more than 5 s")
         #expect(recs[1].check == "fast")
         #expect(recs[1].reason == nil)
         #expect(recs[1].durationMicros >= 0)
@@ -225,14 +225,15 @@ func run(_ p: Pipeline, _ stage: Stage, _ ctx: CheckContext = context()) async -
         let calls = CallLog()
         let p = Pipeline(checks: [
             StubCheck("before", [.rcpt], CheckResult(.continue, result: "pass", score: 1), calls: calls),
-            StubCheck("slow", [.rcpt], CheckResult(.accept, result: "would-accept"), delay: .seconds(2), calls: calls),
+            StubCheck("slow", [.rcpt], CheckResult(.accept, result: "would-accept"), delay: .seconds(30), calls: calls),
             StubCheck("after", [.rcpt], calls: calls),
         ], checkTimeout: .milliseconds(50))
         let clock = ContinuousClock()
         let start = clock.now
         let (o, recs) = await run(p, .rcpt)
         let elapsed = clock.now - start
-        #expect(elapsed < .milliseconds(900))
+        // Bounds are loose: the machine may be busy with other tests; the check would take 30 s.
+        #expect(elapsed < .seconds(10))
         // Never taken as the accept it would have given, never a hard reject.
         #expect(o.action == .tempfail(timeoutReply))
         #expect(o.action.reply?.encoded == "451 4.4.3 Temporary policy failure, try again later\r\n")
@@ -247,7 +248,7 @@ func run(_ p: Pipeline, _ stage: Stage, _ ctx: CheckContext = context()) async -
         #expect(t.reason?.hasPrefix("check exceeded its time budget of ") == true)
         #expect(t.score == 0)
         #expect(t.durationMicros >= 50_000)
-        #expect(t.durationMicros < 900_000)
+        #expect(t.durationMicros < 10_000_000)
         #expect(calls.calls == ["before", "slow"])
     }
 
@@ -263,14 +264,14 @@ func run(_ p: Pipeline, _ stage: Stage, _ ctx: CheckContext = context()) async -
     /// The time budget must bound how long the session waits, also for a check that does not
     /// react to cancellation (a blocking resolver call, say).
     @Test func timeoutBoundsTheWaitForAnUncooperativeCheck() async {
-        let p = Pipeline(checks: [UncooperativeCheck(millis: 700)], checkTimeout: .milliseconds(50))
+        let p = Pipeline(checks: [UncooperativeCheck(millis: 2500)], checkTimeout: .milliseconds(50))
         let clock = ContinuousClock()
         let start = clock.now
         let (o, recs) = await run(p, .mail)
         let elapsed = clock.now - start
         #expect(o.action == .tempfail(timeoutReply))
         #expect(recs.first?.result == "timeout")
-        #expect(elapsed < .milliseconds(650), "pipeline waited \(elapsed) for a check with a 50 ms budget")
+        #expect(elapsed < .milliseconds(2000), "pipeline waited \(elapsed) for a check with a 50 ms budget")
     }
 
     @Test func realChecksInAPipeline() async {

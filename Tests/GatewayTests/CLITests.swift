@@ -12,6 +12,22 @@ import Testing
         try await runProgram(Self.binary, args, cwd: cwd)
     }
 
+    /// Starts `mailgate serve --config c.yaml` in `dir` and waits for its greeting on `port`.
+    static func serve(dir: String, port: Int) async throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = ["serve", "--config", "c.yaml"]
+        p.currentDirectoryURL = URL(fileURLWithPath: dir)
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        for _ in 0..<100 {
+            if let r = try? await Client.raw(port: port, [("QUIT\r\n", 1)]), r.greeting.hasPrefix("220 ") { return p }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        kill(p.processIdentifier, SIGKILL)
+        throw NSError(domain: "serve", code: 1, userInfo: [NSLocalizedDescriptionKey: "mailgate serve did not greet on \(port)"])
+    }
+
     @Test func checkConfig() async throws {
         let dir = NSTemporaryDirectory() + "mg-cli-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -34,19 +50,8 @@ import Testing
         // The embedded default listens on 127.0.0.1:2525; use a config that differs only in the port.
         let port = Int.random(in: 30000...60000)
         try "listeners:\n  - bind: [\"127.0.0.1:\(port)\"]\n".write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = ["serve", "--config", "c.yaml"]
-        p.currentDirectoryURL = URL(fileURLWithPath: dir)
-        p.standardError = FileHandle.nullDevice
-        try p.run()
+        let p = try await Self.serve(dir: dir, port: port)
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-        var up = false
-        for _ in 0..<100 {
-            if let r = try? await Client.raw(port: port, [("QUIT\r\n", 1)]), r.greeting.hasPrefix("220 ") { up = true; break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        try #require(up)
         let r = try await Client.smtplib(port: port, from: "a@example.net", to: ["postmaster@localhost"],
                                          data: "Subject: hello\r\nMessage-ID: <cli@example.net>\r\n\r\nHi.\r\n")
         #expect(r["ok"] as? Bool == true, "\(r)")

@@ -8,7 +8,7 @@
       prints JSON: {"greeting": "...", "replies": [[...], ...], "closed": bool}
 Every socket has a timeout, so a test can never hang.
 """
-import base64, json, smtplib, socket, sys
+import base64, json, smtplib, socket, sys, time
 
 
 def read_reply(f):
@@ -28,6 +28,8 @@ def raw(args):
     f = s.makefile("rb")
     out = {"greeting": read_reply(f), "replies": [], "closed": False}
     for step in args["steps"]:
+        if step.get("sleep"):
+            time.sleep(step["sleep"])
         if step.get("send") is not None:
             try:
                 s.sendall(step["send"].encode("latin-1"))
