@@ -217,6 +217,7 @@ public enum ConfigLoader {
         mutating func readRoot(_ n: Node, into c: inout GatewayConfig) {
             let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks", "policy", "policyWatch"]
             var listenerNodes: [Node] = []
+            var heloNode: Node?
             for (key, _, v) in mapping(n, "top level", allowed: keys) {
                 switch key {
                 case "listeners":
@@ -240,11 +241,18 @@ public enum ConfigLoader {
                         if k == "memoryLimit", let i = int(sv, k, min: 4096) { c.spoolMemoryLimit = i }
                     }
                 case "shutdownGracePeriod": if let i = int(v, key) { c.shutdownGracePeriod = i }
-                case "checks": readChecks(v, into: &c)
+                case "checks":
+                    readChecks(v, into: &c)
+                    heloNode = v.mapping?.first { $0.key.string == "helo" }?.key
                 case "policy": if let s = string(v, key) { c.policy = s }
                 case "policyWatch": if let i = int(v, key) { c.policyWatch = i }
                 default: break
                 }
+            }
+            // checks.helo configures the handlerchain's helo check; with a policy on every
+            // listener nothing would read it.
+            if let h = heloNode, !c.listeners.contains(where: { c.policyPath(for: $0) == nil }) {
+                fail(h, "checks.helo applies only to listeners without a policy; set the helo check's settings in the policy")
             }
             // A policy chooses its checks: a handlerchain beside it would be silently ignored.
             for (i, l) in c.listeners.enumerated() where l.handlerchainSet && c.policyPath(for: l) != nil {

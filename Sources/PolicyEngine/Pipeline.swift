@@ -1,12 +1,15 @@
-/// PolicyEngine: the stage pipeline that every check plugs into.
+/// PolicyEngine: what the gateway decides, stage by stage, and why.
 ///
 /// A session passes through the stages connect, helo, mail, rcpt, data (headers complete)
-/// and message (end of data). At each stage the pipeline runs the configured checks (James'
-/// handlerchain) in order. A check is asynchronous and returns a verdict: continue, accept
-/// (skip the remaining checks of the scope), reject (5xx) or tempfail (4xx); it may add to
-/// the score and add header fields to the forwarded message. Every verdict is handed to the
-/// decision log with its duration. A check that overruns its time budget tempfails; it is
-/// never taken as an accept and never turns into a hard reject.
+/// and message (end of data). A policy (`CompiledPolicy`, loaded by `PolicyLoader` from
+/// `policies/*.yaml` and the rule files it names) chooses the checks; at each stage
+/// `PolicyRun` runs that stage's checks in order (each within its time budget, its backend
+/// failures turned into a pass or a 4xx by its `onError`), then the stage's rules in the
+/// rules language (`Rules/`), then at end of data the score thresholds; it applies monitor
+/// mode and deferred rejection and reports every verdict for the decision log. The
+/// simulator and the policy test runner drive the same `PolicyRun` without a network. A
+/// check that overruns its budget tempfails: it is never taken as an accept and never turns
+/// into a hard reject.
 import SMTPProtocol
 import Foundation
 

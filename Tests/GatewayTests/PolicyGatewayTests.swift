@@ -187,6 +187,16 @@ import SMTPProtocol
         log.close()
     }
 
+    @Test func configRefusesHeloSettingsThatNoListenerReads() throws {
+        let yaml = "policy: policies/default.yaml\nchecks:\n  timeout: 5\n  helo: {reject: false}\n"
+        do {
+            _ = try ConfigLoader.parse(yaml, file: "t.yaml")
+            Issue.record("accepted")
+        } catch let e as [ConfigError] {
+            #expect(e.map(\.description) == ["t.yaml:4: checks.helo applies only to listeners without a policy; set the helo check's settings in the policy"])
+        }
+    }
+
     @Test func configRefusesAHandlerchainBesideAPolicy() throws {
         let yaml = "policy: policies/default.yaml\nlisteners:\n  - name: a\n    handlerchain: [size]\n"
         do {
@@ -195,5 +205,29 @@ import SMTPProtocol
         } catch let e as [ConfigError] {
             #expect(e.map(\.description) == ["t.yaml:3: listener 'a' sets a handlerchain and runs policy policies/default.yaml: the policy chooses the checks; remove one"])
         }
+    }
+}
+
+extension PolicyGatewayTests {
+    @Test func policyWatchReloadsWhenAFileChanges() async throws {
+        let path = try Self.policy("rule r1 at rcpt when recipient.local == \"nobody\" reject 550 5.1.1 \"Old\"\n")
+        let dir = (path as NSString).deletingLastPathComponent
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { $0.policy = path; $0.policyWatch = 1 }
+        let v1 = try #require(gw.server.policy(listener: "smtp")?.version)
+        try await Task.sleep(for: .milliseconds(1100))
+        try "rule r1 at rcpt when recipient.local == \"nobody\" reject 550 5.1.1 \"Newer\"\n".write(toFile: dir + "/r.rules", atomically: true, encoding: .utf8)
+        var v2 = v1
+        for _ in 0..<100 where v2 == v1 {
+            try await Task.sleep(for: .milliseconds(100))
+            v2 = gw.server.policy(listener: "smtp")?.version ?? v1
+        }
+        #expect(v2 != v1)
+        let records = try await gw.records(waitingFor: "policy.reload")
+        let reload = try #require(records.first { $0["event"] as? String == "policy.reload" })
+        #expect(reload["trigger"] as? String == "file-change")
+        #expect(reload["result"] as? String == "ok")
+        await gw.stop()
+        down.stop()
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import PolicyEngine
+import Checks
 import SMTPProtocol
 
 /// How a policy turns check results and rules into replies, stage by stage.
@@ -203,5 +204,27 @@ import SMTPProtocol
         #expect(r.action == "accept")
         #expect(r.rulesFired == ["friends"])
         #expect(r.verdicts.allSatisfy { $0.check == "policy" })
+    }
+}
+
+/// The failure default of every real check is what the README says.
+@Suite struct CatalogTests {
+    @Test func failureDefaultsOfTheChecks() {
+        let c = Dictionary(uniqueKeysWithValues: CheckCatalog().catalog.map { ($0.name, $0.defaultOnError) })
+        #expect(c == ["size": .tempfail, "helo": .pass])
+    }
+
+    @Test func policyOverridesTheDefault() throws {
+        let p = try PolicyDir(["p.yaml": "name: t\nchecks:\n  size: {onError: pass}\n  helo: {onError: tempfail}\n"]).load()
+        #expect(p.checks.map(\.onError) == [.pass, .tempfail])
+    }
+
+    @Test func logOnlyRulesRecordAndChangeNothing() async throws {
+        let d = try PolicyDir.rules("rule note at mail when sender.domain == \"example.net\" log \"from {sender.domain}\"\n")
+        let r = await simulate(try d.load())
+        #expect(r.action == "accept")
+        let v = try #require(r.verdicts.first { $0.rule == "note" })
+        #expect(v.action == "log")
+        #expect(v.reason == "from example.net")
     }
 }
