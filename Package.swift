@@ -24,7 +24,11 @@ let package = Package(
 
         .target(name: "SMTPProtocol",
                 dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
-        .target(name: "DNSResolver", dependencies: ["CLDNS"]),
+        .target(name: "DNSResolver",
+                dependencies: ["CLDNS", "SMTPProtocol",
+                               .product(name: "NIOCore", package: "swift-nio"),
+                               .product(name: "NIOPosix", package: "swift-nio"),
+                               .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
         .target(name: "MailAuth", dependencies: ["COpenDKIM"]),
         .target(name: "DecisionLog", dependencies: ["CLibCrypto", "SMTPProtocol"]),
         .target(name: "PolicyEngine",
@@ -48,6 +52,8 @@ let package = Package(
 
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
         .testTarget(name: "DecisionLogTests", dependencies: ["DecisionLog"]),
+        .testTarget(name: "DNSResolverTests", dependencies: ["DNSResolver", "SMTPProtocol",
+                                                            .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "PolicyEngineTests", dependencies: ["PolicyEngine", "Checks", "SMTPProtocol"]),
         .testTarget(name: "ChecksTests", dependencies: ["Checks", "PolicyEngine", "SMTPProtocol"]),
         .testTarget(name: "GatewayTests",

@@ -39,6 +39,16 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
 
     public var isIPv4: Bool { if case .v4 = self { return true } else { return false } }
 
+    /// Network-order octets: 4 for IPv4, 16 for IPv6.
+    public var bytes: [UInt8] {
+        switch self {
+        case .v4(let v): return (0..<4).map { UInt8(truncatingIfNeeded: v >> (24 - 8 * UInt32($0))) }
+        case .v6(let hi, let lo):
+            return (0..<8).map { UInt8(truncatingIfNeeded: hi >> (56 - 8 * UInt64($0))) }
+                + (0..<8).map { UInt8(truncatingIfNeeded: lo >> (56 - 8 * UInt64($0))) }
+        }
+    }
+
     public var description: String {
         switch self {
         case .v4(let v):
