@@ -1,17 +1,30 @@
+import Foundation
 import PolicyEngine
+import SMTPProtocol
+import DNSResolver
 import Yams
 
 /// Every check that exists, for the policy compiler: its name, stages, the values of its
 /// result, the facts it reports and its failure default; and how to build it from its
 /// settings. A new check adds one entry to `catalog` and one case to `make`.
 public struct CheckCatalog: CheckFactory {
-    public init() {}
+    let resolverBox: DNSResolver?
+    public let health: ZoneHealth
+
+    /// `resolver`: the one the DNS checks ask (default: the servers of /etc/resolv.conf).
+    public init(resolver: DNSResolver? = nil, health: ZoneHealth = ZoneHealth()) {
+        self.resolverBox = resolver
+        self.health = health
+    }
+
+    var resolver: DNSResolver { resolverBox ?? DNSResolver(config: ResolverConfig(servers: NameServer.fromResolvConf())) }
 
     public var catalog: [CheckInfo] {
         [
             CheckInfo(name: "size", stages: [.mail, .message], results: ["unlimited", "undeclared", "pass", "oversize", "skipped"],
                       defaultOnError: .tempfail),
             CheckInfo(name: "helo", stages: [.helo], results: ["pass", "invalid", "skipped", "none"], defaultOnError: .pass),
+            CheckInfo(name: "dnsbl", stages: [.connect], results: DNSBLCheck.results, facts: DNSBLCheck.facts, defaultOnError: .pass),
         ]
     }
 
@@ -32,8 +45,85 @@ public struct CheckCatalog: CheckFactory {
                 }
             }
             return reader.diagnostics.count == before ? HeloCheck(options: o) : nil
+        case "dnsbl":
+            return makeDNSBL(settings, reader: &reader)
         default:
             return nil
         }
+    }
+}
+
+extension CheckCatalog {
+    func makeDNSBL(_ settings: Node?, reader: inout YAMLReader) -> (any Check)? {
+        var o = DNSBLCheck.Options()
+        let before = reader.diagnostics.count
+        var zonesNode: Node?
+        for (k, v) in reader.mapping(settings, "checks.dnsbl", allowed: ["zones", "timeout", "allow", "checkAuthorized", "deferToRcpt"]) {
+            switch k {
+            case "zones": zonesNode = v
+            case "timeout":
+                if let d = reader.number(v, k) { if d > 0 && d <= 60 { o.timeout = d } else { reader.fail(v, "'timeout' must be between 0 and 60 seconds") } }
+            case "checkAuthorized": o.checkAuthorized = reader.bool(v, k) ?? false
+            case "deferToRcpt": o.deferToRcpt = reader.bool(v, k) ?? false
+            default:
+                guard let f = reader.string(v, k) else { continue }
+                let path = f.hasPrefix("/") ? f : ((reader.file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(f)
+                guard let data = FileManager.default.contents(atPath: path) else { reader.fail(v, "allow list '\(f)' cannot be read"); continue }
+                for (n, raw) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                    let entry = (raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").trimmingCharacters(in: .whitespaces)
+                    if entry.isEmpty { continue }
+                    if let net = IPNetwork(entry) { o.allow.append(net) } else {
+                        reader.diagnostics.append(PolicyDiagnostic(file: path, SourcePosition(line: n + 1, column: 1), "'\(entry)' is not an address or network"))
+                    }
+                }
+            }
+        }
+        guard let zones = zonesNode?.sequence, !zones.isEmpty else {
+            reader.fail(zonesNode ?? settings, "checks.dnsbl needs 'zones': a list of zones")
+            return nil
+        }
+        for zn in zones {
+            var z: DNSBLCheck.Zone?
+            var fields: [(String, Node)] = []
+            if let name = zn.string { z = DNSBLCheck.Zone(zone: name) } else {
+                fields = reader.mapping(zn, "dnsbl zone", allowed: ["zone", "type", "answers", "bitmask", "action", "score", "reply", "displayName", "ipv6"])
+                if let n = fields.first(where: { $0.0 == "zone" }), let name = reader.string(n.1, "zone") { z = DNSBLCheck.Zone(zone: name) }
+            }
+            guard var zone = z, AddressParser.isDomain(Substring(zone.zone), allowUTF8: false) else { reader.fail(zn, "a zone needs 'zone: NAME', a DNS name"); continue }
+            for (k, v) in fields {
+                switch k {
+                case "type":
+                    if let t = v.string.flatMap(DNSBLCheck.Zone.Kind.init(rawValue:)) { zone.kind = t } else { reader.fail(v, "'type' must be block or allow") }
+                case "answers":
+                    if let m = v.mapping {
+                        for (ak, av) in m {
+                            guard let ip = ak.string.flatMap({ IPAddress($0) }), case .v4(let a) = ip, a >> 24 == 127 else { reader.fail(ak, "answers are addresses in 127.0.0.0/8"); continue }
+                            zone.answers[ip] = av.string ?? ip.description
+                        }
+                    } else if let l = v.sequence {
+                        for item in l {
+                            guard let ip = item.string.flatMap({ IPAddress($0) }), case .v4(let a) = ip, a >> 24 == 127 else { reader.fail(item, "answers are addresses in 127.0.0.0/8"); continue }
+                            zone.answers[ip] = ip.description
+                        }
+                    } else { reader.fail(v, "'answers' is a list of addresses or a mapping of address to label") }
+                case "bitmask":
+                    let t = v.string ?? ""
+                    let val = t.hasPrefix("0x") ? UInt8(t.dropFirst(2), radix: 16) : UInt8(t)
+                    if let b = val, b != 0 { zone.bitmask = b } else { reader.fail(v, "'bitmask' must be 1 to 255 (or 0x01 to 0xff)") }
+                case "action":
+                    if let e = v.string.flatMap(DNSBLCheck.Zone.Effect.init(rawValue:)) { zone.effect = e } else { reader.fail(v, "'action' must be reject, score or none") }
+                case "score": zone.score = reader.number(v, k) ?? 0
+                case "reply": if let r = reader.string(v, k) { zone.reply = r }
+                case "displayName": zone.displayName = reader.string(v, k)
+                case "ipv6": zone.ipv6 = reader.bool(v, k) ?? true
+                default: break
+                }
+            }
+            if zone.bitmask != nil && !zone.answers.isEmpty { reader.fail(zn, "a zone has 'answers' or 'bitmask', not both") }
+            if zone.effect == .score && zone.score == 0 { reader.fail(zn, "'action: score' needs a 'score'") }
+            o.zones.append(zone)
+        }
+        guard reader.diagnostics.count == before else { return nil }
+        return DNSBLCheck(options: o, resolver: resolver, health: health)
     }
 }

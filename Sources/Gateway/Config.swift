@@ -8,6 +8,7 @@
 /// and the client hears 250 only after the downstream has said 250.
 import Foundation
 import SMTPProtocol
+import DNSResolver
 import Yams
 
 /// One listener, with James' option names and meanings.
@@ -87,6 +88,18 @@ public struct LogConfig: Sendable {
     public init() {}
 }
 
+/// The resolver's settings.
+public struct DNSConfig: Sendable {
+    /// `IP` or `IP:PORT`; empty: the nameservers of /etc/resolv.conf.
+    public var servers: [String] = []
+    public var timeout = 2.0
+    public var attempts = 2
+    public var cacheSize = 10_000
+    /// Seconds between DNSBL zone self-tests (RFC 5782 test points); 0 = never.
+    public var selfTestInterval = 300
+    public init() {}
+}
+
 public struct HeloCheckConfig: Sendable {
     public var literalMustMatchClient = false
     public var checkAuthorized = false
@@ -110,6 +123,7 @@ public struct GatewayConfig: Sendable {
     public var policy: String?
     /// Seconds between looks at the policy files for changes (0: only on SIGHUP).
     public var policyWatch = 0
+    public var dns = DNSConfig()
 
     public init() {}
 
@@ -215,7 +229,7 @@ public enum ConfigLoader {
         }
 
         mutating func readRoot(_ n: Node, into c: inout GatewayConfig) {
-            let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks", "policy", "policyWatch"]
+            let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks", "policy", "policyWatch", "dns"]
             var listenerNodes: [Node] = []
             var heloNode: Node?
             for (key, _, v) in mapping(n, "top level", allowed: keys) {
@@ -246,6 +260,21 @@ public enum ConfigLoader {
                     heloNode = v.mapping?.first { $0.key.string == "helo" }?.key
                 case "policy": if let s = string(v, key) { c.policy = s }
                 case "policyWatch": if let i = int(v, key) { c.policyWatch = i }
+                case "dns":
+                    for (k, _, dv) in mapping(v, "dns", allowed: ["servers", "timeout", "attempts", "cacheSize", "selfTestInterval"]) {
+                        switch k {
+                        case "servers":
+                            if let l = strings(dv, k) {
+                                for x in l where NameServer(x) == nil { fail(dv, "bad nameserver '\(x)' (want IP or IP:PORT)") }
+                                c.dns.servers = l
+                            }
+                        case "timeout":
+                            if let t = dv.scalar?.string, let d = Double(t), d > 0, d <= 30 { c.dns.timeout = d } else { fail(dv, "'timeout' must be a number of seconds, above 0 and at most 30") }
+                        case "attempts": if let i = int(dv, k, min: 1) { c.dns.attempts = i }
+                        case "cacheSize": if let i = int(dv, k, min: 0) { c.dns.cacheSize = i }
+                        default: if let i = int(dv, k) { c.dns.selfTestInterval = i }
+                        }
+                    }
                 default: break
                 }
             }

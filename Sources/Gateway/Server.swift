@@ -6,6 +6,7 @@ import SMTPProtocol
 import PolicyEngine
 import Checks
 import DecisionLog
+import DNSResolver
 
 /// Counts connections per listener and per client address.
 final class ConnectionTracker: @unchecked Sendable {
@@ -149,6 +150,10 @@ public final class GatewayServer: @unchecked Sendable {
     /// configuration names the built-in ones).
     let extraChecks: [PolicyCheck]
     let policies: PolicySet
+    /// The resolver every DNS check asks, and the DNSBL zones' health.
+    public let resolver: DNSResolver
+    let catalog: CheckCatalog
+    private var selfTester: Task<Void, Never>?
 
     /// Compiles every listener's policy; throws `PolicyErrors` when one is invalid.
     public init(config: GatewayConfig, log: DecisionLog, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -160,11 +165,21 @@ public final class GatewayServer: @unchecked Sendable {
         let hello = config.listeners.first?.resolvedHelloName ?? "localhost"
         self.shared = GatewayShared(config: config, log: log,
                                     forwarder: Forwarder(config: config.downstream, helloName: hello, group: group))
-        self.policies = PolicySet(try GatewayServer.compilePolicies(config, extra: self.extraChecks))
+        self.resolver = GatewayServer.makeResolver(config.dns, group: group)
+        self.catalog = CheckCatalog(resolver: resolver)
+        self.policies = PolicySet(try GatewayServer.compilePolicies(config, catalog: catalog, extra: self.extraChecks))
+    }
+
+    static func makeResolver(_ d: DNSConfig, group: EventLoopGroup) -> DNSResolver {
+        var rc = ResolverConfig(servers: d.servers.isEmpty ? NameServer.fromResolvConf() : d.servers.compactMap { NameServer($0) })
+        rc.timeout = d.timeout
+        rc.attempts = d.attempts
+        rc.cacheSize = d.cacheSize
+        return DNSResolver(config: rc, group: group)
     }
 
     /// The policy each listener runs, by listener name.
-    static func compilePolicies(_ config: GatewayConfig, extra: [PolicyCheck] = []) throws -> [String: CompiledPolicy] {
+    static func compilePolicies(_ config: GatewayConfig, catalog: CheckCatalog, extra: [PolicyCheck] = []) throws -> [String: CompiledPolicy] {
         var out: [String: CompiledPolicy] = [:]
         var cache: [String: CompiledPolicy] = [:]
         for l in config.listeners {
@@ -173,7 +188,7 @@ public final class GatewayServer: @unchecked Sendable {
                 if let c = cache[path] {
                     p = c
                 } else {
-                    p = try PolicyLoader.load(path: path, factory: CheckCatalog(), checkTimeout: .seconds(config.checkTimeout))
+                    p = try PolicyLoader.load(path: path, factory: catalog, checkTimeout: .seconds(config.checkTimeout))
                     cache[path] = p
                 }
             } else {
@@ -221,7 +236,7 @@ public final class GatewayServer: @unchecked Sendable {
     public func reloadPolicies(reason: String = "sighup") -> [String] {
         let old = policies.current
         do {
-            let new = try GatewayServer.compilePolicies(config, extra: extraChecks)
+            let new = try GatewayServer.compilePolicies(config, catalog: catalog, extra: extraChecks)
             policies.swap(new)
             for l in config.listeners {
                 guard let n = new[l.name] else { continue }
@@ -240,6 +255,25 @@ public final class GatewayServer: @unchecked Sendable {
                 ("running", .array(config.listeners.map { l in .string("\(l.name): \(old[l.name]?.name ?? "?") \(old[l.name]?.version ?? "")") })),
             ]))
             return lines
+        }
+    }
+
+    /// Runs the self-tests of every check that has them (DNSBL zones' test points) and logs
+    /// every change of state, loudly.
+    public func runSelfTests() async {
+        var done = Set<String>()
+        for p in policies.current.values {
+            for pc in p.checks {
+                guard let t = pc.check as? SelfTesting else { continue }
+                for r in await t.selfTest() where done.insert("\(r.check)/\(r.subject)/\(r.state)").inserted {
+                    log.append(LogRecord(event: "\(r.check).zone", fields: [
+                        ("zone", .string(r.subject)), ("state", .string(r.state)), ("reason", .string(r.reason)),
+                        ("alert", .bool(r.state == "disabled")),
+                    ]))
+                    let line = "mailgate: \(r.check) zone \(r.subject) \(r.state): \(r.reason)\n"
+                    FileHandle.standardError.write(Data(line.utf8))
+                }
+            }
         }
     }
 
@@ -317,6 +351,15 @@ public final class GatewayServer: @unchecked Sendable {
                 lock.withLock { acceptTasks.append(task) }
             }
         }
+        if config.dns.selfTestInterval > 0 {
+            let t = Task { [weak self] in
+                while !Task.isCancelled {
+                    await self?.runSelfTests()
+                    try? await Task.sleep(for: .seconds(self?.config.dns.selfTestInterval ?? 300))
+                }
+            }
+            lock.withLock { selfTester = t }
+        }
         if config.policyWatch > 0 {
             let t = watchPolicies(every: config.policyWatch)
             lock.withLock { watcher = t }
@@ -345,6 +388,7 @@ public final class GatewayServer: @unchecked Sendable {
         }
         for h in shared.registry.all() { Self.closeWith421(h) }
         lock.withLock { watcher }?.cancel()
+        lock.withLock { selfTester }?.cancel()
         let tasks = lock.withLock { acceptTasks }
         for t in tasks { await t.value }
         shared.forwarder.shutdown()

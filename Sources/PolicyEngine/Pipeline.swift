@@ -66,9 +66,13 @@ public struct CheckResult: Sendable {
     /// The check could not do its work (DNS, store, network down): the policy's `onError`
     /// for the check decides between passing and 4xx.
     public var backendError: Bool
+    /// Give a reject or tempfail decided at connect, helo or mail at this later stage
+    /// (deferred rejection, as the check's own option).
+    public var deferTo: Stage?
 
     public init(_ action: Action, result: String, reason: String? = nil, score: Double = 0, headers: [HeaderField] = [],
-                facts: [String: FactValue] = [:], backendError: Bool = false) {
+                facts: [String: FactValue] = [:], backendError: Bool = false, deferTo: Stage? = nil) {
+        self.deferTo = deferTo
         self.action = action
         self.result = result
         self.reason = reason
@@ -133,6 +137,26 @@ public struct CheckContext: Sendable {
         self.messageSize = 0
         self.messageTruncated = false
         self.score = 0
+    }
+}
+
+/// A check that tests its own backend now and then (a DNSBL zone's test points) and says
+/// what changed, for the decision log.
+public protocol SelfTesting: Sendable {
+    func selfTest() async -> [SelfTestReport]
+}
+
+public struct SelfTestReport: Sendable, Equatable {
+    public var check: String
+    public var subject: String
+    /// "enabled" or "disabled".
+    public var state: String
+    public var reason: String
+    public init(check: String, subject: String, state: String, reason: String) {
+        self.check = check
+        self.subject = subject
+        self.state = state
+        self.reason = reason
     }
 }
 

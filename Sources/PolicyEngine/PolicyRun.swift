@@ -126,7 +126,7 @@ public final class PolicyRun {
 
         // 1. Checks, in order, until one decides.
         var checkVerdicts: [PolicyVerdict] = []
-        var candidate: (action: Action, by: Int, reason: String?)?
+        var candidate: (action: Action, by: Int, reason: String?, deferTo: Stage?)?
         var stageFacts: [String: FactValue] = [:]
         for pc in policy.checks where pc.check.stages.contains(stage) {
             let check = pc.check
@@ -151,7 +151,7 @@ public final class PolicyRun {
             checkVerdicts.append(PolicyVerdict(stage: stage, check: check.name, rule: nil, result: r.result, action: r.action.name,
                                                reply: r.action.reply, reason: r.reason, score: r.score, durationMicros: micros))
             if case .continue = r.action { continue }
-            candidate = (r.action, checkVerdicts.count - 1, r.reason)
+            candidate = (r.action, checkVerdicts.count - 1, r.reason, r.deferTo)
             break
         }
         if stage <= .helo { sessionFacts.merge(stageFacts) { _, new in new } } else { transactionFacts.merge(stageFacts) { _, new in new } }
@@ -228,6 +228,7 @@ public final class PolicyRun {
             final = c.action
             decidedBy = "check \(checkVerdicts[c.by].check)"
             reason = c.reason
+            deferTo = c.deferTo
         }
 
         // 3. Thresholds, at the end of data.

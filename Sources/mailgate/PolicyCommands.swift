@@ -93,16 +93,16 @@ struct PolicyCommand: AsyncParsableCommand {
         @Option(help: "Recipient (repeatable).") var rcpt: [String] = []
         @Option(help: "Message file (RFC 5322).") var eml: String?
         @Option(help: "Authenticated user.") var auth: String?
-        @Option(help: "DNS server IP:PORT for the checks that ask DNS (none of the current checks does).") var dns: String?
+        @Option(help: "DNS server IP[:PORT] for the checks that ask DNS (default: the configuration's, else /etc/resolv.conf).") var dns: String?
 
         func run() async throws {
             let cfg = try loadConfig(config)
             guard let ip = IPAddress(ip) else { throw ValidationError("--ip: '\(self.ip)' is not an IP address") }
-            if let d = dns, BindAddress(d) == nil { throw ValidationError("--dns: want IP:PORT") }
             let path = policy ?? cfg.policy ?? "policies/default.yaml"
             let compiled: CompiledPolicy
             do {
-                compiled = try PolicyLoader.load(path: path, factory: CheckCatalog(), checkTimeout: .seconds(cfg.checkTimeout))
+                compiled = try PolicyLoader.load(path: path, factory: CheckCatalog(resolver: try resolver(dns: dns, config: cfg)),
+                                                 checkTimeout: .seconds(cfg.checkTimeout))
             } catch let e as PolicyErrors {
                 for d in e.diagnostics { FileHandle.standardError.write(Data("\(d)\n".utf8)) }
                 throw ExitCode(2)

@@ -1,0 +1,115 @@
+import ArgumentParser
+import Foundation
+import Gateway
+import PolicyEngine
+import Checks
+import DNSResolver
+import SMTPProtocol
+
+/// The resolver of `--dns`, else of the configuration, else of /etc/resolv.conf.
+func resolver(dns: String?, config: GatewayConfig) throws -> DNSResolver {
+    if let d = dns {
+        guard let ns = NameServer(d) else { throw ValidationError("--dns: want IP or IP:PORT") }
+        return DNSResolver(servers: [ns], timeout: config.dns.timeout)
+    }
+    var rc = ResolverConfig(servers: config.dns.servers.isEmpty ? NameServer.fromResolvConf() : config.dns.servers.compactMap { NameServer($0) })
+    rc.timeout = config.dns.timeout
+    rc.attempts = config.dns.attempts
+    return DNSResolver(config: rc)
+}
+
+struct DNSCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "dns", abstract: "Ask DNS as the gateway does.",
+                                                    subcommands: [Query.self, ServeFixtures.self])
+
+    struct Query: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Ask one question through the gateway's resolver.")
+        @Argument(help: "The name.") var name: String
+        @Argument(help: "A, AAAA, TXT, MX, PTR, CNAME, NS (a PTR question may give an IP address).") var type: String = "A"
+        @Option(help: "Nameserver IP[:PORT] (default: the configuration's, else /etc/resolv.conf).") var server: String?
+        @Option(help: "Gateway configuration, for its dns settings.") var config: String?
+
+        func run() async throws {
+            guard let t = DNSType(name: type) else { throw ValidationError("unknown type \(type)") }
+            let cfg = try loadConfig(config)
+            let r = try resolver(dns: server, config: cfg)
+            var name = self.name
+            if t == .ptr, let ip = IPAddress(name) {
+                name = DNSResolver.reversedName(ip, zone: ip.isIPv4 ? "in-addr.arpa" : "ip6.arpa")
+            }
+            let start = ContinuousClock.now
+            let answer = await r.query(name, t)
+            let ms = (ContinuousClock.now - start).components.attoseconds / 1_000_000_000_000_000
+            switch answer {
+            case .records(let recs):
+                for rec in recs { print("\(canonicalName(name)) \(t) \(rec)") }
+            case .nxdomain: print("\(canonicalName(name)) \(t): NXDOMAIN")
+            case .noData: print("\(canonicalName(name)) \(t): no data")
+            case .tempFail(let why): print("\(canonicalName(name)) \(t): temporary failure: \(why)")
+            }
+            FileHandle.standardError.write(Data(";; \(ms) ms via \(r.config.servers.map(\.description).joined(separator: ", "))\n".utf8))
+            if answer.isTempFail { throw ExitCode(3) }
+        }
+    }
+
+    struct ServeFixtures: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "serve-fixtures",
+                                                        abstract: "Answer DNS on 127.0.0.1 from a fixture file (for tests and benchmarks).")
+        @Argument(help: "Fixture file (see Sources/DNSResolver/FixtureServer.swift).") var file: String
+
+        func run() async throws {
+            let text = try String(contentsOfFile: file, encoding: .utf8)
+            let s = try DNSFixtureServer(fixtures: text)
+            try await s.start()
+            FileHandle.standardOutput.write(Data("127.0.0.1:\(s.port)\n".utf8))
+            while true { try await Task.sleep(for: .seconds(3600)) }
+        }
+    }
+}
+
+struct CheckCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check", abstract: "Run one check by hand.", subcommands: [DNSBL.self])
+
+    struct DNSBL: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "dnsbl", abstract: "Ask each DNSBL zone about an address and print its answer.")
+        @Argument(help: "Client address.") var ip: String
+        @Option(help: "Zone (repeatable; default: the zones of the policy's dnsbl check).") var zone: [String] = []
+        @Option(help: "Policy file whose dnsbl zones to ask.") var policy: String?
+        @Option(help: "Gateway configuration (dns settings, policy).") var config: String?
+        @Option(help: "Nameserver IP[:PORT].") var dns: String?
+
+        func run() async throws {
+            guard let addr = IPAddress(ip) else { throw ValidationError("'\(ip)' is not an IP address") }
+            let cfg = try loadConfig(config)
+            let r = try resolver(dns: dns, config: cfg)
+            var options = DNSBLCheck.Options()
+            if zone.isEmpty {
+                guard let path = policy ?? cfg.policy else { throw ValidationError("give --zone, or a --policy (or --config) with a dnsbl check") }
+                let p: CompiledPolicy
+                do { p = try PolicyLoader.load(path: path, factory: CheckCatalog(resolver: r)) } catch let e as PolicyErrors {
+                    for d in e.diagnostics { FileHandle.standardError.write(Data("\(d)\n".utf8)) }
+                    throw ExitCode(2)
+                }
+                guard let c = p.checks.compactMap({ $0.check as? DNSBLCheck }).first else { throw ValidationError("policy \(p.name) has no dnsbl check") }
+                options = c.options
+            } else {
+                options.zones = zone.map { DNSBLCheck.Zone(zone: $0) }
+            }
+            let check = DNSBLCheck(options: options, resolver: r, health: ZoneHealth())
+            let verdicts = await check.lookup(addr)
+            var listed = false
+            for (z, v) in zip(options.zones, verdicts) {
+                let q = DNSResolver.reversedName(addr, zone: z.zone)
+                switch v {
+                case .listed(let label, let txt):
+                    listed = listed || z.kind == .block
+                    print("\(z.zone): listed (\(label))\(txt.map { " \"\($0)\"" } ?? "") [\(z.kind.rawValue), \(q)]")
+                case .notListed: print("\(z.zone): not listed [\(q)]")
+                case .error(let e): print("\(z.zone): error: \(e) [\(q)]")
+                case .disabled(let why): print("\(z.zone): disabled: \(why)")
+                }
+            }
+            if listed { throw ExitCode(1) }
+        }
+    }
+}
