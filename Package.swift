@@ -56,7 +56,7 @@ let package = Package(
         .testTarget(name: "DNSResolverTests", dependencies: ["DNSResolver", "SMTPProtocol",
                                                             .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "PolicyEngineTests", dependencies: ["PolicyEngine", "Checks", "SMTPProtocol"]),
-        .testTarget(name: "ChecksTests", dependencies: ["Checks", "PolicyEngine", "SMTPProtocol"]),
+        .testTarget(name: "ChecksTests", dependencies: ["Checks", "PolicyEngine", "SMTPProtocol", "DNSResolver"]),
         .testTarget(name: "GatewayTests",
                     dependencies: [
                         "Gateway", "DecisionLog", "SMTPProtocol",

@@ -209,14 +209,16 @@ enum Client {
 
     /// Sends one message with Python's smtplib.
     static func smtplib(port: Int, from: String, to: [String], data: String, helo: String = "client.example.org",
-                        options: [String] = []) async throws -> [String: Any] {
-        try await run("smtplib", ["port": port, "from": from, "to": to, "helo": helo, "mail_options": options,
-                            "data_b64": Data(data.utf8).base64EncodedString()])
+                        options: [String] = [], source: String? = nil) async throws -> [String: Any] {
+        var args: [String: Any] = ["port": port, "from": from, "to": to, "helo": helo, "mail_options": options,
+                                   "data_b64": Data(data.utf8).base64EncodedString()]
+        if let s = source { args["source"] = s }
+        return try await run("smtplib", args)
     }
 
     /// A raw dialogue: each step sends bytes and reads `replies` replies.
-    static func raw(port: Int, host: String = "127.0.0.1", _ steps: [(String?, Int)], timeout: Double = 20) async throws -> (greeting: String, replies: [[String]], closed: Bool) {
-        let r = try await run("raw", ["port": port, "host": host, "timeout": timeout,
+    static func raw(port: Int, host: String = "127.0.0.1", _ steps: [(String?, Int)], timeout: Double = 20, source: String? = nil) async throws -> (greeting: String, replies: [[String]], closed: Bool) {
+        let r = try await run("raw", ["port": port, "host": host, "timeout": timeout, "source": source ?? "",
                                 "steps": steps.map { s -> [String: Any] in
                                     var d: [String: Any] = ["replies": s.1]
                                     if let x = s.0 { d["send"] = x }

@@ -24,7 +24,8 @@ def read_reply(f):
 
 
 def raw(args):
-    s = socket.create_connection((args.get("host", "127.0.0.1"), args["port"]), timeout=args.get("timeout", 20))
+    src = (args["source"], 0) if args.get("source") else None
+    s = socket.create_connection((args.get("host", "127.0.0.1"), args["port"]), timeout=args.get("timeout", 20), source_address=src)
     f = s.makefile("rb")
     out = {"greeting": read_reply(f), "replies": [], "closed": False}
     for step in args["steps"]:
@@ -64,7 +65,9 @@ def raw(args):
 def send(args):
     out = {}
     try:
-        c = smtplib.SMTP(args.get("host", "127.0.0.1"), args["port"], local_hostname=args.get("helo", "client.example.org"), timeout=30)
+        src = (args["source"], 0) if args.get("source") else None
+        c = smtplib.SMTP(args.get("host", "127.0.0.1"), args["port"], local_hostname=args.get("helo", "client.example.org"), timeout=30,
+                         source_address=src)
         data = base64.b64decode(args["data_b64"])
         refused = c.sendmail(args["from"], args["to"], data, mail_options=args.get("mail_options", []))
         out["ok"] = True
