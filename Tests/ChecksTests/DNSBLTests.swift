@@ -42,12 +42,12 @@ final class DNSBLWorld: @unchecked Sendable {
         server = try DNSFixtureServer(fixtures: dnsblFixtures)
         try await server.start()
         var c = ResolverConfig(servers: [NameServer("127.0.0.1:\(server.port)")!])
-        c.timeout = 0.4
+        c.timeout = 1.5
         c.attempts = 1
         resolver = DNSResolver(config: c)
     }
 
-    func check(_ zones: [DNSBLCheck.Zone], timeout: Double = 2, health: ZoneHealth = ZoneHealth(),
+    func check(_ zones: [DNSBLCheck.Zone], timeout: Double = 4, health: ZoneHealth = ZoneHealth(),
                configure: (inout DNSBLCheck.Options) -> Void = { _ in }) -> DNSBLCheck {
         var o = DNSBLCheck.Options()
         o.zones = zones
@@ -114,14 +114,14 @@ func zone(_ name: String, _ configure: (inout DNSBLCheck.Zone) -> Void = { _ in 
 
     @Test func servfailAndTimeoutAreTemporaryErrorsUnderOneDeadline() async throws {
         let w = try await DNSBLWorld()
-        let c = w.check([zone("bl.test"), zone("mask.test")], timeout: 1)
+        let c = w.check([zone("bl.test"), zone("mask.test")], timeout: 4)
         let s = await w.run(c, "192.0.2.7")
         #expect(s.result == "temperror")
         #expect(s.reason == "bl.test: SERVFAIL")
         #expect(s.facts["errors"] == .strings(["bl.test"]))
         let start = ContinuousClock.now
         let t = await w.run(c, "192.0.2.8")
-        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(ContinuousClock.now - start < .seconds(8))
         #expect(t.result == "temperror")
         #expect(t.reason?.hasPrefix("bl.test: timeout from 127.0.0.1:") == true, "\(t.reason ?? "")")
         await w.server.stop()

@@ -32,7 +32,7 @@ final class DNSWorld: @unchecked Sendable {
     let resolver: DNSResolver
     let offset = NIOLockedValueBox<Int64>(0)
 
-    init(timeout: Double = 0.3) async throws {
+    init(timeout: Double = 1.5) async throws {
         server = try DNSFixtureServer(fixtures: fixtures)
         try await server.start()
         var c = ResolverConfig(servers: [NameServer("127.0.0.1:\(server.port)")!])
@@ -143,7 +143,7 @@ final class DNSWorld: @unchecked Sendable {
     @Test func aDeadServerIsSkippedForTheNext() async throws {
         let w = try await DNSWorld()
         var c = ResolverConfig(servers: [NameServer("127.0.0.1:9")!, NameServer("127.0.0.1:\(w.server.port)")!])
-        c.timeout = 0.3
+        c.timeout = 1.5
         let r = DNSResolver(config: c)
         #expect(await r.query("a.test", .a) == .records([.a(IPAddress("192.0.2.1")!)]))
         await w.stop()

@@ -48,7 +48,7 @@ import SMTPProtocol
         """
         #expect(errors(yaml) == [
             "t.yaml:4: unknown key 'maxMessageSize' in listener (known: addressBracketsEnforcement, authRequired, authorizedAddresses, bind, connectBacklog, connectionLimit, connectionLimitPerIP, connectionTimeout, handlerchain, helloName, heloEhloEnforcement, maxRecipients, maxUnrecognizedCommands, maxmessagesize, name, policy, protocol, smtpGreeting, tls, verifyIdentity)",
-            "t.yaml:5: unknown key 'domainz' in top level (known: checks, domains, downstream, listeners, log, policy, policyWatch, shutdownGracePeriod, spool)",
+            "t.yaml:5: unknown key 'domainz' in top level (known: checks, dns, domains, downstream, listeners, log, policy, policyWatch, shutdownGracePeriod, spool)",
         ])
     }
 

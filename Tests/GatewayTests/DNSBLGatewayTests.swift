@@ -38,7 +38,7 @@ import DNSResolver
         let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) {
             $0.policy = dir + "/p.yaml"
             $0.dns.servers = ["127.0.0.1:\(dns.port)"]
-            $0.dns.timeout = 0.5
+            $0.dns.timeout = 1.5
         }
         return World(dns: dns, down: down, gw: gw)
     }
