@@ -25,6 +25,8 @@ public struct CheckCatalog: CheckFactory {
                       defaultOnError: .tempfail),
             CheckInfo(name: "helo", stages: [.helo], results: ["pass", "invalid", "skipped", "none"], defaultOnError: .pass),
             CheckInfo(name: "dnsbl", stages: [.connect], results: DNSBLCheck.results, facts: DNSBLCheck.facts, defaultOnError: .pass),
+            CheckInfo(name: "rdns", stages: [.connect], results: ReverseDNSCheck.results, facts: ReverseDNSCheck.facts, defaultOnError: .pass),
+            CheckInfo(name: "helodns", stages: [.helo], results: HeloDNSCheck.results, facts: HeloDNSCheck.facts, defaultOnError: .pass),
         ]
     }
 
@@ -47,6 +49,35 @@ public struct CheckCatalog: CheckFactory {
             return reader.diagnostics.count == before ? HeloCheck(options: o) : nil
         case "dnsbl":
             return makeDNSBL(settings, reader: &reader)
+        case "rdns":
+            var o = ReverseDNSCheck.Options()
+            let before = reader.diagnostics.count
+            for (k, v) in reader.mapping(settings, "checks.rdns", allowed: ["requireConfirmed", "unconfirmedScore", "dynamic", "dynamicScore",
+                                                                              "dynamicPatterns", "checkAuthorized"]) {
+                switch k {
+                case "requireConfirmed": o.requireConfirmed = effect(v, k, &reader)
+                case "dynamic": o.dynamic = effect(v, k, &reader)
+                case "unconfirmedScore": o.unconfirmedScore = reader.number(v, k) ?? 1
+                case "dynamicScore": o.dynamicScore = reader.number(v, k) ?? 1
+                case "checkAuthorized": o.checkAuthorized = reader.bool(v, k) ?? false
+                default: o.patterns = patterns(v, &reader)
+                }
+            }
+            if o.dynamic != .off && o.patterns.isEmpty { reader.fail(settings, "checks.rdns: 'dynamic' needs 'dynamicPatterns' (a pattern list file)") }
+            return reader.diagnostics.count == before ? ReverseDNSCheck(options: o, resolver: resolver) : nil
+        case "helodns":
+            var o = HeloDNSCheck.Options()
+            let before = reader.diagnostics.count
+            for (k, v) in reader.mapping(settings, "checks.helodns", allowed: ["requireResolves", "resolvesScore", "requireMatchesPTR", "matchScore", "checkAuthorized"]) {
+                switch k {
+                case "requireResolves": o.requireResolves = effect(v, k, &reader)
+                case "requireMatchesPTR": o.requireMatchesPTR = effect(v, k, &reader)
+                case "resolvesScore": o.resolvesScore = reader.number(v, k) ?? 1
+                case "matchScore": o.matchScore = reader.number(v, k) ?? 1
+                default: o.checkAuthorized = reader.bool(v, k) ?? false
+                }
+            }
+            return reader.diagnostics.count == before ? HeloDNSCheck(options: o, resolver: resolver) : nil
         default:
             return nil
         }
@@ -125,5 +156,30 @@ extension CheckCatalog {
         }
         guard reader.diagnostics.count == before else { return nil }
         return DNSBLCheck(options: o, resolver: resolver, health: health)
+    }
+}
+
+extension CheckCatalog {
+    func effect(_ n: Node, _ key: String, _ reader: inout YAMLReader) -> DNSCheckEffect {
+        if let e = n.string.flatMap(DNSCheckEffect.init(rawValue:)) { return e }
+        reader.fail(n, "'\(key)' must be off, score or reject")
+        return .off
+    }
+
+    /// A pattern list file (one glob a line, `#` comments), relative to the policy file.
+    func patterns(_ n: Node, _ reader: inout YAMLReader) -> [Glob] {
+        guard let f = reader.string(n, "dynamicPatterns") else { return [] }
+        let path = f.hasPrefix("/") ? f : ((reader.file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(f)
+        guard let data = FileManager.default.contents(atPath: path) else { reader.fail(n, "pattern list '\(f)' cannot be read"); return [] }
+        var out: [Glob] = []
+        for (i, raw) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let entry = (raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").trimmingCharacters(in: .whitespaces)
+            if entry.isEmpty { continue }
+            switch Glob.parse(entry) {
+            case .success(let g): out.append(g)
+            case .failure(let m): reader.diagnostics.append(PolicyDiagnostic(file: path, SourcePosition(line: i + 1, column: 1), m.text))
+            }
+        }
+        return out
     }
 }

@@ -69,6 +69,9 @@ public struct CheckResult: Sendable {
     /// Give a reject or tempfail decided at connect, helo or mail at this later stage
     /// (deferred rejection, as the check's own option).
     public var deferTo: Stage?
+    /// The client's verified reverse name, when this check found it: later stages see it as
+    /// `CheckContext.clientPTR` and the fact `client.ptr`.
+    public var clientPTR: String?
 
     public init(_ action: Action, result: String, reason: String? = nil, score: Double = 0, headers: [HeaderField] = [],
                 facts: [String: FactValue] = [:], backendError: Bool = false, deferTo: Stage? = nil) {

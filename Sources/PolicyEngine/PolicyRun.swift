@@ -56,6 +56,8 @@ public final class PolicyRun {
     var sessionAccepted = false
     var transactionAccepted = false
     var deferred: Deferred?
+    /// The verified reverse name, once a check has found it.
+    var clientPTR: String?
 
     public init(policy: CompiledPolicy, isLocalDomain: @escaping @Sendable (String) -> Bool) {
         self.policy = policy
@@ -108,6 +110,7 @@ public final class PolicyRun {
     public func run(_ stage: Stage, context: CheckContext, record: (PolicyVerdict) -> Void) async -> StageDecision {
         var ctx = context
         ctx.score = score
+        if ctx.clientPTR == nil { ctx.clientPTR = clientPTR }
         var decision = StageDecision()
 
         // A rejection deferred to RCPT is given now, except to postmaster.
@@ -142,6 +145,10 @@ public final class PolicyRun {
                     if r.action.reply == nil { r.action = .tempfail(SMTPReply(451, "4.3.0", "Temporary lookup failure, try again later")) }
                     r.reason = (r.reason ?? "backend failure") + " (onError: tempfail)"
                 }
+            }
+            if let ptr = r.clientPTR, !ptr.isEmpty {
+                clientPTR = ptr
+                ctx.clientPTR = ptr
             }
             stageFacts["\(check.name).result"] = .string(r.result)
             stageFacts["\(check.name).reason"] = .string(r.reason ?? "")
