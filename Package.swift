@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "MailAuth", dependencies: ["COpenDKIM"]),
         .target(name: "DecisionLog", dependencies: ["CLibCrypto", "SMTPProtocol"]),
         .target(name: "PolicyEngine",
-                dependencies: ["SMTPProtocol", "DecisionLog", .product(name: "Yams", package: "Yams")]),
+                dependencies: ["SMTPProtocol", "DecisionLog", "DNSResolver", .product(name: "Yams", package: "Yams")]),
         .target(name: "Checks", dependencies: ["PolicyEngine", "SMTPProtocol", "DNSResolver", .product(name: "Yams", package: "Yams"),
                                                .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
         .target(name: "Gateway",
@@ -59,7 +59,7 @@ let package = Package(
         .testTarget(name: "ChecksTests", dependencies: ["Checks", "PolicyEngine", "SMTPProtocol", "DNSResolver"]),
         .testTarget(name: "GatewayTests",
                     dependencies: [
-                        "Gateway", "DecisionLog", "SMTPProtocol",
+                        "Gateway", "DecisionLog", "SMTPProtocol", "DNSResolver", "PolicyEngine",
                         .product(name: "NIOCore", package: "swift-nio"),
                         .product(name: "NIOPosix", package: "swift-nio"),
                     ]),

@@ -1,6 +1,7 @@
 import Foundation
 import Yams
 import SMTPProtocol
+import DNSResolver
 
 /// Policy tests: `*.test.yaml` files beside the policies, each a list of sessions with the
 /// verdict expected of them.
@@ -45,8 +46,25 @@ public enum PolicyTestRunner {
     }
 
     /// Runs every test of one file. Throws `PolicyErrors` when the file or its policy is invalid.
-    public static func run(file: String, factory: CheckFactory) async throws -> [PolicyTestOutcome] {
-        let (policy, cases) = try load(file: file, factory: factory)
+    /// DNS answers come only from the file's `dns:` fixtures, served on loopback for the run;
+    /// without them every DNS question fails at once (temperror), and nothing leaves the machine.
+    public static func run(file: String, factory: @Sendable (DNSResolver) -> CheckFactory) async throws -> [PolicyTestOutcome] {
+        let fixtures = try dnsFixtures(file: file)
+        var server: DNSFixtureServer?
+        if let f = fixtures {
+            do {
+                let s = try DNSFixtureServer(fixtures: f)
+                try await s.start()
+                server = s
+            } catch {
+                throw PolicyErrors([PolicyDiagnostic(file: file, nil, "dns fixtures: \(error)")])
+            }
+        }
+        defer { if let s = server { Task { await s.stop() } } }
+        var rc = ResolverConfig(servers: server.map { [NameServer("127.0.0.1:\($0.port)")!] } ?? [])
+        rc.timeout = 2
+        rc.attempts = 1
+        let (policy, cases) = try load(file: file, factory: factory(DNSResolver(config: rc)))
         var out: [PolicyTestOutcome] = []
         for c in cases {
             let r = await PolicySimulator.run(policy, c.input)
@@ -54,6 +72,18 @@ public enum PolicyTestRunner {
                                          trace: PolicySimulator.describe(r, policy: policy)))
         }
         return out
+    }
+
+    /// The `dns:` fixture text of a test file, if it has one.
+    static func dnsFixtures(file: String) throws -> String? {
+        var rd = YAMLReader(file: file)
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw PolicyErrors([PolicyDiagnostic(file: file, nil, "cannot read test file")])
+        }
+        guard let root = rd.compose(String(decoding: data, as: UTF8.self)) else { throw PolicyErrors(rd.diagnostics) }
+        guard let n = root.mapping?["dns"] else { return nil }
+        guard let s = n.string else { throw PolicyErrors([PolicyDiagnostic(file: file, n.mark.map { SourcePosition(line: $0.line, column: $0.column) }, "'dns' is fixture text (a | block)")]) }
+        return s
     }
 
     static func compare(_ expect: [(String, String)], _ r: SimulationResult) -> [String] {
@@ -86,8 +116,9 @@ public enum PolicyTestRunner {
         var policyPath: String?
         var base = SimulationInput(clientIP: .v4(0x7f00_0001))
         var testNodes: [Node] = []
-        for (k, v) in rd.mapping(root, "test file", allowed: ["policy", "domains", "authorizedAddresses", "maxmessagesize", "tests"]) {
+        for (k, v) in rd.mapping(root, "test file", allowed: ["policy", "domains", "authorizedAddresses", "maxmessagesize", "tests", "dns"]) {
             switch k {
+            case "dns": break
             case "policy": if let s = rd.string(v, k) { policyPath = s.hasPrefix("/") ? s : (dir as NSString).appendingPathComponent(s) }
             case "domains": if let l = rd.strings(v, k) { base.localDomains = l.map(\.0) }
             case "authorizedAddresses":

@@ -58,7 +58,7 @@ struct PolicyCommand: AsyncParsableCommand {
             var passed = 0, failed = 0, broken = 0
             for f in files {
                 do {
-                    for o in try await PolicyTestRunner.run(file: f, factory: CheckCatalog()) {
+                    for o in try await PolicyTestRunner.run(file: f, factory: { CheckCatalog(resolver: $0) }) {
                         if o.passed {
                             passed += 1
                             print("PASS \(o.file):\(o.line) \(o.name)")
