@@ -89,7 +89,7 @@ public struct ResolverConfig: Sendable {
     public var timeout: Double = 2
     /// Rounds over the servers: each round asks each server once.
     public var attempts = 2
-    /// Entries kept in the cache.
+    /// Entries kept in the cache; 0 turns the cache off.
     public var cacheSize = 10_000
     /// Upper bound on any TTL honoured, seconds.
     public var maxTTL = 86_400
@@ -221,7 +221,7 @@ public final class DNSResolver: Sendable {
     }
 
     private func store(_ key: Key, _ answer: DNSAnswer, ttl: Int) {
-        guard ttl > 0 else { return }
+        guard ttl > 0, config.cacheSize > 0 else { return }
         let expires = now() + .seconds(Int64(ttl))
         cache.withLockedValue { c in
             if c.count >= config.cacheSize {

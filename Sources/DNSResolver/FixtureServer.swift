@@ -62,20 +62,31 @@ public final class DNSFixtureServer: @unchecked Sendable {
         lock.withLock { entries = e; specials = sp; soas = so }
     }
 
+    /// Binds UDP on a free port, then TCP on the same port number; when that number is taken
+    /// for TCP, tries another.
     public func start(group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws {
-        let u = try await DatagramBootstrap(group: group)
-            .channelInitializer { ch in ch.pipeline.addHandler(UDPHandler(server: self)) }
-            .bind(host: "127.0.0.1", port: 0).get()
-        udp = u
-        tcp = try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(DNSLengthFramer()))
-                    try ch.pipeline.syncOperations.addHandler(TCPHandler(server: self))
-                }
+        var lastError: Error?
+        for _ in 0..<20 {
+            let u = try await DatagramBootstrap(group: group)
+                .channelInitializer { ch in ch.pipeline.addHandler(UDPHandler(server: self)) }
+                .bind(host: "127.0.0.1", port: 0).get()
+            do {
+                tcp = try await ServerBootstrap(group: group)
+                    .childChannelInitializer { ch in
+                        ch.eventLoop.makeCompletedFuture {
+                            try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(DNSLengthFramer()))
+                            try ch.pipeline.syncOperations.addHandler(TCPHandler(server: self))
+                        }
+                    }
+                    .bind(host: "127.0.0.1", port: u.localAddress!.port!).get()
+                udp = u
+                return
+            } catch {
+                lastError = error
+                try? await u.close()
             }
-            .bind(host: "127.0.0.1", port: u.localAddress!.port!).get()
+        }
+        throw lastError!
     }
 
     public func stop() async {

@@ -20,7 +20,7 @@ func resolver(dns: String?, config: GatewayConfig) throws -> DNSResolver {
 
 struct DNSCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "dns", abstract: "Ask DNS as the gateway does.",
-                                                    subcommands: [Query.self, ServeFixtures.self])
+                                                    subcommands: [Query.self, ServeFixtures.self, Bench.self])
 
     struct Query: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Ask one question through the gateway's resolver.")
@@ -63,6 +63,65 @@ struct DNSCommand: AsyncParsableCommand {
             try await s.start()
             FileHandle.standardOutput.write(Data("127.0.0.1:\(s.port)\n".utf8))
             while true { try await Task.sleep(for: .seconds(3600)) }
+        }
+    }
+}
+
+extension DNSCommand {
+    struct Bench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Measure the resolver against a DNS server: queries/s cold and cached, and DNSBL lookups per connection.")
+        @Option(help: "Nameserver IP[:PORT] (a fixture server with '*.bench.test' and the DNSBL zones).") var server: String
+        @Option(help: "Distinct names to ask.") var names = 5000
+        @Option(help: "Questions in flight at once.") var concurrency = 50
+        @Option(help: "DNSBL zones to ask per simulated connection (repeatable).") var zone: [String] = []
+        @Option(help: "Simulated connections for the DNSBL measurement.") var connections = 1000
+
+        func run() async throws {
+            guard let ns = NameServer(server) else { throw ValidationError("--server: want IP[:PORT]") }
+            var rc = ResolverConfig(servers: [ns])
+            rc.cacheSize = names * 2
+            let r = DNSResolver(config: rc)
+            func round(_ label: String) async {
+                let start = ContinuousClock.now
+                let failures = await withTaskGroup(of: Int.self) { g in
+                    var next = 0, failed = 0
+                    for _ in 0..<min(concurrency, names) {
+                        let i = next; next += 1
+                        g.addTask { await r.query("q\(i).bench.test", .a).isTempFail ? 1 : 0 }
+                    }
+                    while let f = await g.next() {
+                        failed += f
+                        if next < names {
+                            let i = next; next += 1
+                            g.addTask { await r.query("q\(i).bench.test", .a).isTempFail ? 1 : 0 }
+                        }
+                    }
+                    return failed
+                }
+                let secs = Double((ContinuousClock.now - start).components.attoseconds) / 1e18 + Double((ContinuousClock.now - start).components.seconds)
+                print(String(format: "resolver %@: %d queries in %.2f s = %.0f queries/s (%d failed)", label, names, secs, Double(names) / secs, failures))
+            }
+            await round("cold  ")
+            await round("cached")
+            let s = r.statistics
+            print("  sent to the server: \(s.sent), answered from cache: \(s.cacheHits)")
+            guard !zone.isEmpty else { return }
+            var o = DNSBLCheck.Options()
+            o.zones = zone.map { DNSBLCheck.Zone(zone: $0) }
+            let check = DNSBLCheck(options: o, resolver: DNSResolver(servers: [ns]), health: ZoneHealth())
+            var times: [Double] = []
+            for i in 0..<connections {
+                let ip = IPAddress.v4(0xc000_0000 | UInt32(i + 1))   // distinct clients: nothing cached
+                let start = ContinuousClock.now
+                _ = await check.lookup(ip)
+                let d = ContinuousClock.now - start
+                times.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+            }
+            times.sort()
+            let avg = times.reduce(0, +) / Double(times.count)
+            print(String(format: "dnsbl, %d zones in parallel, %d distinct clients: mean %.2f ms, p50 %.2f ms, p99 %.2f ms per connection",
+                         zone.count, connections, avg, times[times.count / 2], times[min(times.count - 1, times.count * 99 / 100)]))
         }
     }
 }
