@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "DecisionLog", dependencies: ["CLibCrypto", "SMTPProtocol"]),
         .target(name: "PolicyEngine",
                 dependencies: ["SMTPProtocol", "DecisionLog", "DNSResolver", .product(name: "Yams", package: "Yams")]),
-        .target(name: "Checks", dependencies: ["PolicyEngine", "SMTPProtocol", "DNSResolver", .product(name: "Yams", package: "Yams"),
+        .target(name: "Checks", dependencies: ["PolicyEngine", "SMTPProtocol", "DNSResolver", "MailAuth", .product(name: "Yams", package: "Yams"),
                                                .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
         .target(name: "Gateway",
                 dependencies: [

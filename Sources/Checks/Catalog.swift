@@ -27,6 +27,7 @@ public struct CheckCatalog: CheckFactory {
             CheckInfo(name: "dnsbl", stages: [.connect], results: DNSBLCheck.results, facts: DNSBLCheck.facts, defaultOnError: .pass),
             CheckInfo(name: "rdns", stages: [.connect], results: ReverseDNSCheck.results, facts: ReverseDNSCheck.facts, defaultOnError: .pass),
             CheckInfo(name: "helodns", stages: [.helo], results: HeloDNSCheck.results, facts: HeloDNSCheck.facts, defaultOnError: .pass),
+            CheckInfo(name: "spf", stages: [.helo, .mail], results: SPFCheck.results, facts: SPFCheck.facts, defaultOnError: .tempfail),
         ]
     }
 
@@ -49,6 +50,25 @@ public struct CheckCatalog: CheckFactory {
             return reader.diagnostics.count == before ? HeloCheck(options: o) : nil
         case "dnsbl":
             return makeDNSBL(settings, reader: &reader)
+        case "spf":
+            var o = SPFCheck.Options()
+            let before = reader.diagnostics.count
+            for (k, v) in reader.mapping(settings, "checks.spf", allowed: ["fail", "failScore", "softfailScore", "neutralScore", "noneScore",
+                                                                             "permerror", "permerrorScore", "heloFail", "heloFailScore", "checkAuthorized"]) {
+                switch k {
+                case "fail": o.fail = effect(v, k, &reader)
+                case "permerror": o.permerror = effect(v, k, &reader)
+                case "heloFail": o.heloFail = effect(v, k, &reader)
+                case "failScore": o.failScore = reader.number(v, k) ?? o.failScore
+                case "softfailScore": o.softfailScore = reader.number(v, k) ?? o.softfailScore
+                case "neutralScore": o.neutralScore = reader.number(v, k) ?? o.neutralScore
+                case "noneScore": o.noneScore = reader.number(v, k) ?? o.noneScore
+                case "permerrorScore": o.permerrorScore = reader.number(v, k) ?? o.permerrorScore
+                case "heloFailScore": o.heloFailScore = reader.number(v, k) ?? o.heloFailScore
+                default: o.checkAuthorized = reader.bool(v, k) ?? false
+                }
+            }
+            return reader.diagnostics.count == before ? SPFCheck(options: o, resolver: resolver) : nil
         case "rdns":
             var o = ReverseDNSCheck.Options()
             let before = reader.diagnostics.count

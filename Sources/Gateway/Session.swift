@@ -57,6 +57,7 @@ final class Session {
         self.clientIPText = ip.description
         self.ctx = CheckContext(sessionID: id, listener: listener.name, clientIP: ip, clientPort: port,
                                 clientAuthorized: listener.isAuthorized(ip), maxMessageSize: listener.maxMessageOctets)
+        self.ctx.receiver = helloName
     }
 
     static func newID() -> String {

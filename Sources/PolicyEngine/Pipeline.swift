@@ -103,6 +103,8 @@ public struct CheckContext: Sendable {
     public var clientPort: Int
     /// The client matches the listener's authorizedAddresses.
     public var clientAuthorized: Bool
+    /// This gateway's name (helloName): the receiver in trace headers, the authserv-id.
+    public var receiver = "localhost"
     /// The verified reverse name of the client, when a check has found it.
     public var clientPTR: String?
     public var authenticatedUser: String?

@@ -5,6 +5,7 @@ import PolicyEngine
 import Checks
 import DNSResolver
 import SMTPProtocol
+import MailAuth
 
 /// The resolver of `--dns`, else of the configuration, else of /etc/resolv.conf.
 func resolver(dns: String?, config: GatewayConfig) throws -> DNSResolver {
@@ -127,7 +128,7 @@ extension DNSCommand {
 }
 
 struct CheckCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "check", abstract: "Run one check by hand.", subcommands: [DNSBL.self])
+    static let configuration = CommandConfiguration(commandName: "check", abstract: "Run one check by hand.", subcommands: [DNSBL.self, SPF.self])
 
     struct DNSBL: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "dnsbl", abstract: "Ask each DNSBL zone about an address and print its answer.")
@@ -169,6 +170,40 @@ struct CheckCommand: AsyncParsableCommand {
                 }
             }
             if listed { throw ExitCode(1) }
+        }
+    }
+}
+
+extension CheckCommand {
+    struct SPF: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "spf",
+            abstract: "Evaluate SPF (RFC 7208) and print the result, the explanation and the trace of every term and lookup.")
+        @Option(help: "Client address.") var ip: String
+        @Option(help: "HELO/EHLO name.") var helo: String
+        @Option(help: "Envelope sender ('' for <>: postmaster@HELO); omit to check the HELO identity.") var from: String?
+        @Option(help: "Nameserver IP[:PORT].") var dns: String?
+        @Option(help: "Gateway configuration (dns settings).") var config: String?
+
+        func run() async throws {
+            guard let addr = IPAddress(ip) else { throw ValidationError("'\(ip)' is not an IP address") }
+            let cfg = try loadConfig(config)
+            let evaluator = SPFEvaluator(resolver: try resolver(dns: dns, config: cfg), receiver: cfg.listeners.first?.resolvedHelloName ?? "localhost")
+            let sender = from.map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "<>")) }
+            let o = await evaluator.check(ip: addr, sender: sender, helo: helo)
+            print("result: \(o.result.rawValue)")
+            print("identity: \(sender == nil ? "helo \(helo)" : "mailfrom \(sender!.isEmpty ? "postmaster@\(helo)" : sender!)")")
+            print("domain: \(o.domain)")
+            if let m = o.mechanism { print("mechanism: \(m)") }
+            if let e = o.explanation { print("explanation: \(e)") }
+            if let p = o.problem { print("problem: \(p)") }
+            print("lookups: \(o.lookups) of 10 DNS-querying terms, \(o.voidLookups) of 2 void lookups")
+            print("trace:")
+            for t in o.trace { print("  \(t)") }
+            switch o.result {
+            case .pass, .none, .neutral: break
+            case .temperror: throw ExitCode(3)
+            default: throw ExitCode(1)
+            }
         }
     }
 }

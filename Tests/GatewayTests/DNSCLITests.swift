@@ -54,3 +54,37 @@ import DNSResolver
         await s.stop()
     }
 }
+
+extension DNSCLITests {
+    @Test func checkSpfPrintsResultExplanationAndTrace() async throws {
+        let s = try DNSFixtureServer(fixtures: """
+        example.test. 300 IN TXT "v=spf1 include:_spf.example.test ~all"
+        _spf.example.test. 300 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"
+        strict.test. 300 IN TXT "v=spf1 -all exp=why.strict.test"
+        why.strict.test. 300 IN TXT "%{i} may not send mail for %{d}"
+        """)
+        try await s.start()
+        let (st, out) = try await run(["check", "spf", "--ip", "192.0.2.7", "--helo", "mx.example.test", "--from", "a@example.test", "--dns", s.address])
+        #expect(st == 0)
+        #expect(out == """
+        result: pass
+        identity: mailfrom a@example.test
+        domain: example.test
+        mechanism: include:_spf.example.test
+        lookups: 1 of 10 DNS-querying terms, 0 of 2 void lookups
+        trace:
+          example.test: TXT lookup
+          example.test: "v=spf1 include:_spf.example.test ~all"
+            _spf.example.test: TXT lookup
+            _spf.example.test: "v=spf1 ip4:192.0.2.0/24 -all"
+            ip4:192.0.2.0/24: match
+          include:_spf.example.test: match
+
+        """)
+        let (st2, out2) = try await run(["check", "spf", "--ip", "203.0.113.9", "--helo", "x.test", "--from", "a@strict.test", "--dns", s.address])
+        #expect(st2 == 1)
+        #expect(out2.contains("result: fail\n"))
+        #expect(out2.contains("explanation: 203.0.113.9 may not send mail for strict.test\n"))
+        await s.stop()
+    }
+}
