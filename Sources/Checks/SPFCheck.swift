@@ -28,11 +28,11 @@ public struct SPFCheck: Check {
     public let name = "spf"
     public let stages: Set<Stage> = [.helo, .mail]
     public let options: Options
-    let evaluator: SPFEvaluator
+    let resolver: DNSResolver
 
     public init(options: Options, resolver: DNSResolver) {
         self.options = options
-        self.evaluator = SPFEvaluator(resolver: resolver)
+        self.resolver = resolver
     }
 
     public static let results = SPFResult.allCases.map(\.rawValue) + ["skipped"]
@@ -45,6 +45,7 @@ public struct SPFCheck: Check {
 
     public func evaluate(stage: Stage, context: CheckContext) async -> CheckResult {
         if context.clientAuthorized && !options.checkAuthorized { return .pass("skipped", reason: "client in authorizedAddresses") }
+        let evaluator = SPFEvaluator(resolver: resolver, receiver: context.receiver)
         let ip = context.clientIP
         let helo = context.helo ?? ""
         if stage == .helo {
