@@ -28,6 +28,7 @@ public struct CheckCatalog: CheckFactory {
             CheckInfo(name: "rdns", stages: [.connect], results: ReverseDNSCheck.results, facts: ReverseDNSCheck.facts, defaultOnError: .pass),
             CheckInfo(name: "helodns", stages: [.helo], results: HeloDNSCheck.results, facts: HeloDNSCheck.facts, defaultOnError: .pass),
             CheckInfo(name: "spf", stages: [.helo, .mail], results: SPFCheck.results, facts: SPFCheck.facts, defaultOnError: .tempfail),
+            CheckInfo(name: "dkim", stages: [.message], results: DKIMCheck.results, facts: DKIMCheck.facts, defaultOnError: .pass),
         ]
     }
 
@@ -50,6 +51,17 @@ public struct CheckCatalog: CheckFactory {
             return reader.diagnostics.count == before ? HeloCheck(options: o) : nil
         case "dnsbl":
             return makeDNSBL(settings, reader: &reader)
+        case "dkim":
+            var o = DKIMCheck.Options()
+            let before = reader.diagnostics.count
+            for (k, v) in reader.mapping(settings, "checks.dkim", allowed: ["maxSignatures", "keyTimeout", "allFailedScore"]) {
+                switch k {
+                case "maxSignatures": o.maxSignatures = reader.int(v, k, min: 1) ?? o.maxSignatures
+                case "keyTimeout": o.keyTimeout = reader.number(v, k) ?? o.keyTimeout
+                default: o.allFailedScore = reader.number(v, k) ?? 0
+                }
+            }
+            return reader.diagnostics.count == before ? DKIMCheck(options: o, resolver: resolver) : nil
         case "spf":
             var o = SPFCheck.Options()
             let before = reader.diagnostics.count

@@ -452,6 +452,17 @@ final class Session {
         var truncated = false
         var dataOutcome: StageDecision?
         var ended = false
+        // Streaming checks (DKIM) see every header field and the body as it arrives.
+        let observers: [(String, MessageObserver)] = policy.checks.compactMap { pc in
+            (pc.check as? StreamingCheck).map { ($0.name, $0.makeObserver()) }
+        }
+        var field: [UInt8] = []
+        var separatorSeen = false
+        var bodyChunk: [UInt8] = []
+        // Incoming Authentication-Results that claim to be ours are removed (RFC 8601 §5).
+        var droppingField = false
+        var droppedAR = 0
+        let authservPrefix = Array((helloName.lowercased() + ";").utf8)
 
         while !ended {
             let line: SMTPLine?
@@ -478,15 +489,48 @@ final class Session {
                 case .headersComplete:
                     idle.busy.withLockedValue { $0 = true }
                     defer { idle.busy.withLockedValue { $0 = false } }
+                    if !observers.isEmpty {
+                        if !field.isEmpty { for (_, o) in observers { o.header(field) } }
+                        field = []
+                        for (_, o) in observers { o.endOfHeaders() }
+                    }
                     collectingHeaders = false
                     ctx.headers = HeaderParser.parse(headerBlock).map { HeaderField($0.0, $0.1) }
                     ctx.messageSize = reader.size
                     dataOutcome = await runStage(.data)
                 case .content(let buf):
+                    let first = buf.readableBytesView.first
+                    let continuation = first == 0x20 || first == 0x09
                     if collectingHeaders && headerBlock.readableBytes < 256 * 1024 {
                         var b = buf
                         headerBlock.writeBuffer(&b)
                         headerBlock.writeStaticString("\r\n")
+                    }
+                    if !observers.isEmpty && !truncated {
+                        if collectingHeaders {
+                            if continuation && !field.isEmpty {
+                                field += [13, 10] + Array(buf.readableBytesView)
+                            } else {
+                                if !field.isEmpty { for (_, o) in observers { o.header(field) } }
+                                field = Array(buf.readableBytesView)
+                            }
+                        } else if !separatorSeen {
+                            separatorSeen = true
+                        } else {
+                            bodyChunk += buf.readableBytesView
+                            bodyChunk += [13, 10]
+                            if bodyChunk.count >= 64 * 1024 {
+                                for (_, o) in observers { o.body(bodyChunk) }
+                                bodyChunk.removeAll(keepingCapacity: true)
+                            }
+                        }
+                    }
+                    if collectingHeaders {
+                        if !continuation { droppingField = Session.isAuthenticationResults(buf, authserv: authservPrefix) }
+                        if droppingField {
+                            if !continuation { droppedAR += 1 }
+                            continue
+                        }
                     }
                     if truncated { continue }
                     if max > 0 && spool.size + buf.readableBytes + 2 > max {
@@ -498,8 +542,48 @@ final class Session {
             }
         }
         idle.busy.withLockedValue { $0 = true }
+        if droppedAR > 0 {
+            logDecision(stage: .message, check: "headers", result: "removed", action: "continue", reply: nil,
+                        reason: "removed \(droppedAR) Authentication-Results field\(droppedAR == 1 ? "" : "s") claiming to be from \(helloName)",
+                        extra: stageContext(.message))
+        }
+        if !observers.isEmpty {
+            if collectingHeaders {
+                if !field.isEmpty { for (_, o) in observers { o.header(field) } }
+                for (_, o) in observers { o.endOfHeaders() }
+            }
+            if !bodyChunk.isEmpty { for (_, o) in observers { o.body(bodyChunk) } }
+            for (name, o) in observers { ctx.streamed[name] = await o.finish() }
+        }
         return await endOfData(spool: spool, reader: reader, headerBlock: headerBlock, collectingHeaders: collectingHeaders,
                                truncated: truncated, dataOutcome: dataOutcome)
+    }
+
+    /// `Authentication-Results: <our authserv-id>;…` (a forgery: only we may write those).
+    static func isAuthenticationResults(_ line: ByteBuffer, authserv: [UInt8]) -> Bool {
+        let v = line.readableBytesView
+        let name = Array("authentication-results:".utf8)
+        guard v.count > name.count else { return false }
+        var i = v.startIndex
+        for c in name {
+            let b = v[i]
+            guard (b >= 0x41 && b <= 0x5a ? b + 32 : b) == c else { return false }
+            i = v.index(after: i)
+        }
+        while i < v.endIndex, v[i] == 0x20 || v[i] == 0x09 { i = v.index(after: i) }
+        for c in authserv {
+            guard i < v.endIndex else { return false }
+            let b = v[i]
+            if c == 0x3b {
+                // ";" may follow blanks after the id
+                var j = i
+                while j < v.endIndex, v[j] == 0x20 || v[j] == 0x09 { j = v.index(after: j) }
+                return j < v.endIndex && v[j] == 0x3b
+            }
+            guard (b >= 0x41 && b <= 0x5a ? b + 32 : b) == c else { return false }
+            i = v.index(after: i)
+        }
+        return true
     }
 
     func endOfData(spool: MessageSpool, reader: DataReader, headerBlock: ByteBuffer, collectingHeaders: Bool,
@@ -567,7 +651,7 @@ final class Session {
                         reason: "message exceeds maxmessagesize \(listener.maxMessageOctets)")
             return await finish(SizeCheck.tooBig, action: "reject")
         }
-        let prefix = receivedHeader(t) + t.headers.map { "\($0.name): \($0.value)\r\n" }.joined()
+        let prefix = receivedHeader(t) + HeaderField.mergingAuthenticationResults(t.headers, authserv: helloName).map { "\($0.name): \($0.value)\r\n" }.joined()
         let env = Envelope(sender: t.sender, parameters: t.parameters, recipients: t.recipients)
         let delivery = await shared.forwarder.deliver(env, prefix: prefix, spool: spool)
         let action: String

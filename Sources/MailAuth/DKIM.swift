@@ -259,33 +259,26 @@ private func dkimKeyLookup(_ dkim: OpaquePointer?, _ sig: OpaquePointer?, _ buf:
 }
 
 extension DKIMVerifier {
-    /// Verifies a whole message (LF or CRLF line ends), as `mailgate check dkim` and the
-    /// simulator do; the gateway streams instead.
+    /// Verifies a whole message (LF or CRLF line ends), as `mailgate check dkim` does; the
+    /// gateway streams instead.
     public func verify(message: [UInt8]) async -> [DKIMSignatureResult] {
-        var lines = message.split(separator: 0x0A, omittingEmptySubsequences: false).map { l -> [UInt8] in
-            var a = Array(l)
-            if a.last == 0x0D { a.removeLast() }
-            return a
+        final class Collect: @unchecked Sendable {
+            var fields: [[UInt8]] = []
+            var body: [UInt8] = []
         }
+        let c = Collect()
+        var lines = message.split(separator: 0x0A, omittingEmptySubsequences: false).map { Array($0.last == 0x0D ? $0.dropLast() : $0) }
         if lines.last?.isEmpty == true { lines.removeLast() }
         var i = 0
-        var field: [UInt8] = []
-        while i < lines.count {
-            let l = lines[i]
+        while i < lines.count, !lines[i].isEmpty {
+            if (lines[i].first == 0x20 || lines[i].first == 0x09), !c.fields.isEmpty { c.fields[c.fields.count - 1] += [13, 10] + lines[i] }
+            else { c.fields.append(lines[i]) }
             i += 1
-            if l.isEmpty { break }
-            if (l.first == 0x20 || l.first == 0x09) && !field.isEmpty {
-                field += [13, 10] + l
-            } else {
-                if !field.isEmpty { header(field) }
-                field = l
-            }
         }
-        if !field.isEmpty { header(field) }
+        for f in c.fields { header(f) }
         endOfHeaders()
-        var body: [UInt8] = []
-        for l in lines[i...] { body += l + [13, 10] }
-        if !body.isEmpty { self.body(body) }
+        for l in lines[min(i + 1, lines.count)...] { c.body += l + [13, 10] }
+        if !c.body.isEmpty { body(c.body) }
         return await finish()
     }
 }

@@ -54,6 +54,28 @@ public struct HeaderField: Sendable, Equatable {
     }
 }
 
+extension HeaderField {
+    /// One `Authentication-Results:` field for all of our checks' results (RFC 8601 §2.2),
+    /// where the first of them stood.
+    public static func mergingAuthenticationResults(_ headers: [HeaderField], authserv: String) -> [HeaderField] {
+        let prefix = authserv + "; "
+        func ours(_ h: HeaderField) -> Bool { h.name.lowercased() == "authentication-results" && h.value.hasPrefix(prefix) }
+        let mine = headers.filter(ours)
+        guard mine.count > 1 else { return headers }
+        let merged = HeaderField("Authentication-Results", prefix + mine.map { String($0.value.dropFirst(prefix.count)) }.joined(separator: ";\r\n\t"))
+        var out: [HeaderField] = []
+        var placed = false
+        for h in headers {
+            if ours(h) {
+                if !placed { out.append(merged); placed = true }
+            } else {
+                out.append(h)
+            }
+        }
+        return out
+    }
+}
+
 public struct CheckResult: Sendable {
     public var action: Action
     /// The check's own result word: "pass", "fail", "invalid", "oversize", "skipped"…
@@ -127,6 +149,8 @@ public struct CheckContext: Sendable {
     public var maxMessageSize: Int
     /// Score accumulated so far in the transaction.
     public var score: Double
+    /// What streaming checks found in the message, by check name (message stage).
+    public var streamed: [String: any Sendable] = [:]
 
     public init(sessionID: String, listener: String, clientIP: IPAddress, clientPort: Int,
                 clientAuthorized: Bool, maxMessageSize: Int) {
@@ -162,6 +186,54 @@ public struct SelfTestReport: Sendable, Equatable {
         self.subject = subject
         self.state = state
         self.reason = reason
+    }
+}
+
+/// Reads a message as it streams in: header fields (each with its folded lines joined by
+/// CRLF, without the last CRLF), the end of the headers, body chunks (with their CRLFs),
+/// then gives its findings to the check at the end of data.
+public protocol MessageObserver: AnyObject {
+    func header(_ field: [UInt8])
+    func endOfHeaders()
+    func body(_ chunk: [UInt8])
+    func finish() async -> any Sendable
+}
+
+/// A check that needs the message itself, not only its headers (DKIM). The session makes one
+/// observer per transaction and hands its findings to the check in
+/// `CheckContext.streamed[name]`.
+public protocol StreamingCheck: Check {
+    func makeObserver() -> MessageObserver
+}
+
+/// Splits a whole message (LF or CRLF line ends) into what an observer wants.
+public enum MessageStreamer {
+    public static func feed(_ message: [UInt8], to observers: [MessageObserver]) {
+        guard !observers.isEmpty else { return }
+        var lines = message.split(separator: 0x0A, omittingEmptySubsequences: false).map { l -> [UInt8] in
+            var a = Array(l)
+            if a.last == 0x0D { a.removeLast() }
+            return a
+        }
+        if lines.last?.isEmpty == true { lines.removeLast() }
+        var i = 0
+        var field: [UInt8] = []
+        while i < lines.count {
+            let l = lines[i]
+            i += 1
+            if l.isEmpty { break }
+            if (l.first == 0x20 || l.first == 0x09) && !field.isEmpty {
+                field += [13, 10] + l
+            } else {
+                if !field.isEmpty { for o in observers { o.header(field) } }
+                field = l
+            }
+        }
+        if !field.isEmpty { for o in observers { o.header(field) } }
+        for o in observers { o.endOfHeaders() }
+        var body: [UInt8] = []
+        for l in lines[i...] { body += l + [13, 10] }
+        if !body.isEmpty { for o in observers { o.body(body) } }
     }
 }
 

@@ -96,7 +96,8 @@ public enum PolicyTestRunner {
             case "reply": got = r.reply?.summary ?? ""
             case "score": got = FactValue.format(r.score)
             case "rules": got = r.rulesFired.joined(separator: ", ")
-            case "headers": got = r.headers.map { "\($0.name): \($0.value)" }.joined(separator: "; ")
+            // Folded values are compared unfolded.
+            case "headers": got = r.headers.map { "\($0.name): \($0.value.replacingOccurrences(of: "\r\n\t", with: " "))" }.joined(separator: "; ")
             case "would": got = r.would.joined(separator: "; ")
             default: continue
             }

@@ -103,6 +103,7 @@ public enum PolicySimulator {
             return d.action
         }
         func finish(_ a: Action, _ stage: Stage) -> SimulationResult {
+            out.headers = HeaderField.mergingAuthenticationResults(out.headers, authserv: ctx.receiver)
             out.action = a.reply == nil ? "accept" : a.name
             out.reply = a.reply
             out.stage = stage
@@ -165,6 +166,9 @@ public enum PolicySimulator {
         if a.reply != nil { return finish(a, .data) }
         ctx.messageSize = message.count
         ctx.messageTruncated = input.maxMessageSize > 0 && message.count > input.maxMessageSize
+        let observers: [(String, MessageObserver)] = p.checks.compactMap { pc in (pc.check as? StreamingCheck).map { ($0.name, $0.makeObserver()) } }
+        MessageStreamer.feed(message, to: observers.map(\.1))
+        for (name, o) in observers { ctx.streamed[name] = await o.finish() }
         a = await step(.message, "end of data (\(message.count) octets)")
         return finish(a, .message)
     }
