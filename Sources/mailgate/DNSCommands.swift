@@ -128,7 +128,7 @@ extension DNSCommand {
 }
 
 struct CheckCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "check", abstract: "Run one check by hand.", subcommands: [DNSBL.self, SPF.self])
+    static let configuration = CommandConfiguration(commandName: "check", abstract: "Run one check by hand.", subcommands: [DNSBL.self, SPF.self, DKIM.self])
 
     struct DNSBL: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "dnsbl", abstract: "Ask each DNSBL zone about an address and print its answer.")
@@ -204,6 +204,34 @@ extension CheckCommand {
             case .temperror: throw ExitCode(3)
             default: throw ExitCode(1)
             }
+        }
+    }
+}
+
+extension CheckCommand {
+    struct DKIM: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "dkim",
+            abstract: "Verify every DKIM signature of a message and print each result and reason.")
+        @Argument(help: "The message (RFC 5322, LF or CRLF line ends).") var file: String
+        @Option(help: "Nameserver IP[:PORT] for the keys.") var dns: String?
+        @Option(help: "Gateway configuration (dns settings).") var config: String?
+        @Option(help: "Signatures to verify at most.") var max = 5
+
+        func run() async throws {
+            guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
+            let cfg = try loadConfig(config)
+            let v = DKIMVerifier(resolver: try resolver(dns: dns, config: cfg), maxSignatures: max)
+            let results = await v.verify(message: Array(data))
+            if results.isEmpty { print("no DKIM signature"); throw ExitCode(1) }
+            for r in results {
+                var line = "d=\(r.domain) s=\(r.selector) a=\(r.algorithm)"
+                if let b = r.keyBits { line += " bits=\(b)" }
+                if let i = r.identity { line += " i=\(i)" }
+                if let l = r.bodyLength { line += " l=\(l)" }
+                print("\(line): \(r.result.rawValue) (\(r.reason))")
+            }
+            if results.contains(where: { $0.result == .pass }) { return }
+            throw ExitCode(results.contains(where: { $0.result == .temperror }) ? 3 : 1)
         }
     }
 }
