@@ -559,29 +559,45 @@ final class Session {
                                truncated: truncated, dataOutcome: dataOutcome)
     }
 
-    /// `Authentication-Results: <our authserv-id>;…` (a forgery: only we may write those).
+    /// `Authentication-Results: <our authserv-id> [version] [(comment)];…` (RFC 8601 2.2): a
+    /// forgery, only we may write those. A first line that ends after the id (the field is
+    /// folded there) counts too. `authserv` is the id followed by ";".
     static func isAuthenticationResults(_ line: ByteBuffer, authserv: [UInt8]) -> Bool {
-        let v = line.readableBytesView
+        let v = Array(line.readableBytesView)
         let name = Array("authentication-results:".utf8)
-        guard v.count > name.count else { return false }
-        var i = v.startIndex
-        for c in name {
-            let b = v[i]
-            guard (b >= 0x41 && b <= 0x5a ? b + 32 : b) == c else { return false }
-            i = v.index(after: i)
+        let lower: (UInt8) -> UInt8 = { $0 >= 0x41 && $0 <= 0x5a ? $0 + 32 : $0 }
+        guard v.count > name.count, zip(v, name).allSatisfy({ lower($0) == $1 }) else { return false }
+        var i = name.count
+        let blank: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0d || $0 == 0x0a }
+        while i < v.count, blank(v[i]) { i += 1 }
+        let id = authserv.last == 0x3b ? authserv.dropLast() : authserv[...]
+        for c in id {
+            guard i < v.count, lower(v[i]) == c else { return false }
+            i += 1
         }
-        while i < v.endIndex, v[i] == 0x20 || v[i] == 0x09 { i = v.index(after: i) }
-        for c in authserv {
-            guard i < v.endIndex else { return false }
+        // Then only blanks, one version number after a blank, and comments, up to ";" or the end.
+        var separated = false
+        var sawVersion = false
+        while i < v.count {
             let b = v[i]
-            if c == 0x3b {
-                // ";" may follow blanks after the id
-                var j = i
-                while j < v.endIndex, v[j] == 0x20 || v[j] == 0x09 { j = v.index(after: j) }
-                return j < v.endIndex && v[j] == 0x3b
+            if blank(b) {
+                separated = true
+                i += 1
+            } else if b == 0x3b {
+                return true
+            } else if b == 0x28 {
+                var depth = 0
+                repeat {
+                    if v[i] == 0x28 { depth += 1 } else if v[i] == 0x29 { depth -= 1 } else if v[i] == 0x5c { i += 1 }
+                    i += 1
+                } while i < v.count && depth > 0
+                separated = true
+            } else if b >= 0x30 && b <= 0x39 && separated && !sawVersion {
+                while i < v.count, v[i] >= 0x30 && v[i] <= 0x39 { i += 1 }
+                sawVersion = true
+            } else {
+                return false
             }
-            guard (b >= 0x41 && b <= 0x5a ? b + 32 : b) == c else { return false }
-            i = v.index(after: i)
         }
         return true
     }

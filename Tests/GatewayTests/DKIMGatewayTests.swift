@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import DNSResolver
+import NIOCore
 @testable import Gateway
 
 /// DKIM end to end: dkimpy signs, the fixture server publishes the key, the gateway verifies
@@ -45,15 +46,13 @@ import DNSResolver
         var chunks: [String] = []
         var rest = Substring(key)
         while !rest.isEmpty { chunks.append("\"\(rest.prefix(200))\""); rest = rest.dropFirst(200) }
-        let dns = try DNSFixtureServer(fixtures: "rsa._domainkey.example.com. 300 IN TXT \(chunks.joined(separator: " "))\n")
+        let dns = try DNSFixtureServer(fixtures: "rsa._domainkey.example.com. 300 IN TXT \(chunks.joined(separator: " "))\nbroken._domainkey.example.com. SERVFAIL\n")
         try await dns.start()
-        try "example.com\n".write(toFile: dir + "/required.txt", atomically: true, encoding: .utf8)
-        try """
-        list must_sign = domain "required.txt"
-        rule dkim-required at message
-          when sender.domain in must_sign and not dkim.pass(sender.domain)
-          reject 550 5.7.20 "Message refused: {sender.domain} signs all its mail, and this message has no valid DKIM signature from it"
-        """.write(toFile: dir + "/r.rules", atomically: true, encoding: .utf8)
+        // The shipped rules, with example.com on their list of domains that must sign.
+        let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../rules/dkim.rules").standardized.path
+        try FileManager.default.createDirectory(atPath: dir + "/lists", withIntermediateDirectories: true)
+        try "example.com\n".write(toFile: dir + "/lists/dkim-required.txt", atomically: true, encoding: .utf8)
+        try FileManager.default.copyItem(atPath: shipped, toPath: dir + "/r.rules")
         try "name: dkim\nchecks:\n  dkim: {}\nrules: [r.rules]\n".write(toFile: dir + "/p.yaml", atomically: true, encoding: .utf8)
         let down = try await RecordingDownstream.start()
         let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) {
@@ -112,6 +111,35 @@ import DNSResolver
         let check = try #require(records.first { $0["check"] as? String == "dkim" })
         #expect(check["result"] as? String == "fail")
         #expect((check["reason"] as? String)?.hasPrefix("d=example.com s=rsa rsa-sha256/2048: fail (body hash did not verify)") == true, "\(check)")
+        await w.stop()
+    }
+
+    @Test func authenticationResultsInOurNameAreRecognisedWithVersionsAndComments() {
+        let id = Array("gw.test;".utf8)
+        let ours = ["Authentication-Results: gw.test; dkim=pass", "authentication-results:GW.TEST ; spf=pass",
+                    "Authentication-Results: gw.test 1; dkim=pass", "Authentication-Results: gw.test (forged) 1 (x\\)y); none",
+                    "Authentication-Results: gw.test\r\n"]
+        let others = ["Authentication-Results: gw.test.evil; dkim=pass", "Authentication-Results: gw.test1; dkim=pass",
+                      "Authentication-Results: other.example; dkim=pass", "Authentication-Results-X: gw.test; x",
+                      "Authentication-Results: gw.test 1 2; x", "Authentication-Results: gw.tes"]
+        for l in ours { #expect(Session.isAuthenticationResults(ByteBuffer(string: l), authserv: id), "\(l)") }
+        for l in others { #expect(!Session.isAuthenticationResults(ByteBuffer(string: l), authserv: id), "\(l)") }
+    }
+
+    @Test func aKeyThatCannotBeFetchedIsARetryNotARefusal() async throws {
+        let w = try await Self.start()
+        // The selector's key lookup gets SERVFAIL: temperror, so 451, never 550.
+        let signed = try await Self.sign(w).replacingOccurrences(of: "s=rsa;", with: "s=broken;")
+        let d = try await Client.raw(port: w.gw.port, [
+            ("EHLO client.example.org\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n", 4),
+            (signed + ".\r\n", 1),
+        ])
+        #expect(d.replies.last == ["451 4.7.5 Message deferred: the DKIM key of example.com could not be fetched; try again later"], "\(d)")
+        #expect(w.down.messages.isEmpty)
+        let records = try await w.gw.records(waitingFor: "session.close")
+        #expect(records.first { $0["check"] as? String == "dkim" }?["result"] as? String == "temperror")
+        #expect(records.first { $0["rule"] as? String == "dkim-required-temperror" }?["action"] as? String == "tempfail")
+        #expect(!records.contains { $0["rule"] as? String == "dkim-required" })
         await w.stop()
     }
 
