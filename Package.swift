@@ -12,6 +12,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // Debian C libraries, through pkg-config (installed by bin/setup).
@@ -21,6 +22,8 @@ let package = Package(
                        providers: [.apt(["libopendkim-dev"])]),
         .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
+                       providers: [.apt(["libsqlite3-dev"])]),
 
         .target(name: "SMTPProtocol",
                 dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
@@ -34,12 +37,17 @@ let package = Package(
         .target(name: "DecisionLog", dependencies: ["CLibCrypto", "SMTPProtocol"]),
         .target(name: "PolicyEngine",
                 dependencies: ["SMTPProtocol", "DecisionLog", "DNSResolver", .product(name: "Yams", package: "Yams")]),
-        .target(name: "Checks", dependencies: ["PolicyEngine", "SMTPProtocol", "DNSResolver", "MailAuth", .product(name: "Yams", package: "Yams"),
+        .target(name: "Greylist",
+                dependencies: ["CSQLite", "SMTPProtocol",
+                               .product(name: "PostgresNIO", package: "postgres-nio"),
+                               .product(name: "Logging", package: "swift-log"),
+                               .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
+        .target(name: "Checks", dependencies: ["PolicyEngine", "SMTPProtocol", "DNSResolver", "MailAuth", "Greylist", .product(name: "Yams", package: "Yams"),
                                                .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
         .target(name: "Gateway",
                 dependencies: [
                     "SMTPProtocol", "PolicyEngine", "Checks", "DecisionLog",
-                    "DNSResolver", "MailAuth",
+                    "DNSResolver", "MailAuth", "Greylist",
                     .product(name: "NIOCore", package: "swift-nio"),
                     .product(name: "NIOPosix", package: "swift-nio"),
                     .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -47,7 +55,7 @@ let package = Package(
                 ]),
         .executableTarget(name: "mailgate",
                           dependencies: [
-                              "Gateway", "DecisionLog", "DNSResolver", "MailAuth",
+                              "Gateway", "DecisionLog", "DNSResolver", "MailAuth", "Greylist",
                               .product(name: "ArgumentParser", package: "swift-argument-parser"),
                               .product(name: "Logging", package: "swift-log"),
                           ]),
@@ -58,11 +66,15 @@ let package = Package(
                                                             .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "MailAuthTests", dependencies: ["MailAuth", "DNSResolver", "SMTPProtocol"],
                     exclude: ["dkimtool.py"]),
+        // Starts a Debian PostgreSQL on loopback for the tests that need one.
+        .target(name: "PostgresTestServer", path: "Tests/Support/PostgresTestServer"),
+        .testTarget(name: "GreylistTests", dependencies: ["Greylist", "SMTPProtocol", "PostgresTestServer",
+                                                          .product(name: "PostgresNIO", package: "postgres-nio")]),
         .testTarget(name: "PolicyEngineTests", dependencies: ["PolicyEngine", "Checks", "SMTPProtocol"]),
         .testTarget(name: "ChecksTests", dependencies: ["Checks", "PolicyEngine", "SMTPProtocol", "DNSResolver"]),
         .testTarget(name: "GatewayTests",
                     dependencies: [
-                        "Gateway", "DecisionLog", "SMTPProtocol", "DNSResolver", "PolicyEngine",
+                        "Gateway", "DecisionLog", "SMTPProtocol", "DNSResolver", "PolicyEngine", "Greylist", "PostgresTestServer",
                         .product(name: "NIOCore", package: "swift-nio"),
                         .product(name: "NIOPosix", package: "swift-nio"),
                     ]),
