@@ -3,6 +3,7 @@ import PolicyEngine
 import SMTPProtocol
 import DNSResolver
 import Yams
+import Greylist
 
 /// Every check that exists, for the policy compiler: its name, stages, the values of its
 /// result, the facts it reports and its failure default; and how to build it from its
@@ -10,11 +11,15 @@ import Yams
 public struct CheckCatalog: CheckFactory {
     let resolverBox: DNSResolver?
     public let health: ZoneHealth
+    /// The greylist store, keys and clock that the greylist check uses.
+    public let greylist: GreylistService
 
     /// `resolver`: the one the DNS checks ask (default: the servers of /etc/resolv.conf).
-    public init(resolver: DNSResolver? = nil, health: ZoneHealth = ZoneHealth()) {
+    /// `greylist`: the gateway's greylist (default: in memory, for tests and simulations).
+    public init(resolver: DNSResolver? = nil, health: ZoneHealth = ZoneHealth(), greylist: GreylistService = GreylistService()) {
         self.resolverBox = resolver
         self.health = health
+        self.greylist = greylist
     }
 
     var resolver: DNSResolver { resolverBox ?? DNSResolver(config: ResolverConfig(servers: NameServer.fromResolvConf())) }
@@ -29,6 +34,7 @@ public struct CheckCatalog: CheckFactory {
             CheckInfo(name: "helodns", stages: [.helo], results: HeloDNSCheck.results, facts: HeloDNSCheck.facts, defaultOnError: .pass),
             CheckInfo(name: "spf", stages: [.helo, .mail], results: SPFCheck.results, facts: SPFCheck.facts, defaultOnError: .tempfail),
             CheckInfo(name: "dkim", stages: [.message], results: DKIMCheck.results, facts: DKIMCheck.facts, defaultOnError: .pass),
+            CheckInfo(name: "greylist", stages: [.rcpt, .message], results: GreylistCheck.results, facts: GreylistCheck.facts, defaultOnError: .pass),
         ]
     }
 
@@ -51,6 +57,8 @@ public struct CheckCatalog: CheckFactory {
             return reader.diagnostics.count == before ? HeloCheck(options: o) : nil
         case "dnsbl":
             return makeDNSBL(settings, reader: &reader)
+        case "greylist":
+            return makeGreylist(settings, reader: &reader)
         case "dkim":
             var o = DKIMCheck.Options()
             let before = reader.diagnostics.count
@@ -129,16 +137,7 @@ extension CheckCatalog {
             case "checkAuthorized": o.checkAuthorized = reader.bool(v, k) ?? false
             case "deferToRcpt": o.deferToRcpt = reader.bool(v, k) ?? false
             default:
-                guard let f = reader.string(v, k) else { continue }
-                let path = f.hasPrefix("/") ? f : ((reader.file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(f)
-                guard let data = FileManager.default.contents(atPath: path) else { reader.fail(v, "allow list '\(f)' cannot be read"); continue }
-                for (n, raw) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                    let entry = (raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").trimmingCharacters(in: .whitespaces)
-                    if entry.isEmpty { continue }
-                    if let net = IPNetwork(entry) { o.allow.append(net) } else {
-                        reader.diagnostics.append(PolicyDiagnostic(file: path, SourcePosition(line: n + 1, column: 1), "'\(entry)' is not an address or network"))
-                    }
-                }
+                o.allow += networks(v, k, &reader)
             }
         }
         guard let zones = zonesNode?.sequence, !zones.isEmpty else {
@@ -198,20 +197,74 @@ extension CheckCatalog {
         return .off
     }
 
-    /// A pattern list file (one glob a line, `#` comments), relative to the policy file.
-    func patterns(_ n: Node, _ reader: inout YAMLReader) -> [Glob] {
-        guard let f = reader.string(n, "dynamicPatterns") else { return [] }
+    /// The entries of a list file (one a line, `#` comments), relative to the policy file,
+    /// each with a parser that returns its value or an error for its line.
+    func listFile<T>(_ n: Node, _ key: String, _ reader: inout YAMLReader, _ parse: (String) -> Result<T, PolicyCompileMessage>) -> [T] {
+        guard let f = reader.string(n, key) else { return [] }
         let path = f.hasPrefix("/") ? f : ((reader.file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(f)
-        guard let data = FileManager.default.contents(atPath: path) else { reader.fail(n, "pattern list '\(f)' cannot be read"); return [] }
-        var out: [Glob] = []
+        guard let data = FileManager.default.contents(atPath: path) else { reader.fail(n, "list '\(f)' cannot be read"); return [] }
+        var out: [T] = []
         for (i, raw) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let entry = (raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").trimmingCharacters(in: .whitespaces)
             if entry.isEmpty { continue }
-            switch Glob.parse(entry) {
-            case .success(let g): out.append(g)
+            switch parse(entry) {
+            case .success(let v): out.append(v)
             case .failure(let m): reader.diagnostics.append(PolicyDiagnostic(file: path, SourcePosition(line: i + 1, column: 1), m.text))
             }
         }
         return out
+    }
+
+    /// A pattern list file (one glob a line).
+    func patterns(_ n: Node, _ reader: inout YAMLReader) -> [Glob] {
+        listFile(n, "dynamicPatterns", &reader) { Glob.parse($0) }
+    }
+
+    /// An address list file (one address or CIDR network a line).
+    func networks(_ n: Node, _ key: String, _ reader: inout YAMLReader) -> [IPNetwork] {
+        listFile(n, key, &reader) { e in IPNetwork(e).map { .success($0) } ?? .failure(PolicyCompileMessage("'\(e)' is not an address or network")) }
+    }
+
+    /// A domain list file (one domain a line, lower-cased, trailing dot dropped).
+    func domains(_ n: Node, _ key: String, _ reader: inout YAMLReader) -> [String] {
+        listFile(n, key, &reader) { e in
+            var d = e.lowercased()
+            if d.hasPrefix("*.") { d.removeFirst(2) }
+            if d.hasSuffix(".") { d.removeLast() }
+            return AddressParser.isDomain(Substring(d), allowUTF8: true) ? .success(d) : .failure(PolicyCompileMessage("'\(e)' is not a domain name"))
+        }
+    }
+
+    func makeGreylist(_ settings: Node?, reader: inout YAMLReader) -> (any Check)? {
+        var o = GreylistCheck.Options()
+        let before = reader.diagnostics.count
+        for (k, v) in reader.mapping(settings, "checks.greylist", allowed: ["mode", "stage", "allow"]) {
+            switch k {
+            case "mode":
+                if let m = v.string.flatMap(GreylistCheck.Mode.init(rawValue:)) { o.mode = m } else { reader.fail(v, "'mode' must be all or rules") }
+            case "stage":
+                switch v.string {
+                case "rcpt": o.stage = .rcpt
+                case "message": o.stage = .message
+                default: reader.fail(v, "'stage' must be rcpt or message (end of DATA)")
+                }
+            default:
+                for (lk, lv) in reader.mapping(v, "checks.greylist.allow", allowed: ["clients", "reverseDomains", "senderDomains", "recipients"]) {
+                    switch lk {
+                    case "clients": o.allowClients = networks(lv, lk, &reader)
+                    case "reverseDomains": o.allowReverseDomains = domains(lv, lk, &reader)
+                    case "senderDomains": o.allowSenderDomains = domains(lv, lk, &reader)
+                    default:
+                        o.allowRecipients = listFile(lv, lk, &reader) { e in
+                            let r = e.lowercased()
+                            let parts = r.split(separator: "@", omittingEmptySubsequences: false)
+                            return parts.count == 2 && !(parts[0].isEmpty && parts[1].isEmpty) ? .success(r)
+                                : .failure(PolicyCompileMessage("'\(e)' is not user@domain, @domain or user@"))
+                        }
+                    }
+                }
+            }
+        }
+        return reader.diagnostics.count == before ? GreylistCheck(options: o, service: greylist) : nil
     }
 }

@@ -10,6 +10,7 @@ import Foundation
 import SMTPProtocol
 import DNSResolver
 import Yams
+import Greylist
 
 /// One listener, with James' option names and meanings.
 public struct ListenerConfig: Sendable {
@@ -124,6 +125,8 @@ public struct GatewayConfig: Sendable {
     /// Seconds between looks at the policy files for changes (0: only on SIGHUP).
     public var policyWatch = 0
     public var dns = DNSConfig()
+    /// The greylist store, keys and times, for every policy that runs the greylist check.
+    public var greylist = GreylistConfig()
 
     public init() {}
 
@@ -229,7 +232,7 @@ public enum ConfigLoader {
         }
 
         mutating func readRoot(_ n: Node, into c: inout GatewayConfig) {
-            let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks", "policy", "policyWatch", "dns"]
+            let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks", "policy", "policyWatch", "dns", "greylist"]
             var listenerNodes: [Node] = []
             var heloNode: Node?
             for (key, _, v) in mapping(n, "top level", allowed: keys) {
@@ -275,6 +278,7 @@ public enum ConfigLoader {
                         default: if let i = int(dv, k) { c.dns.selfTestInterval = i }
                         }
                     }
+                case "greylist": readGreylist(v, into: &c.greylist)
                 default: break
                 }
             }
@@ -288,6 +292,34 @@ public enum ConfigLoader {
                 fail(i < listenerNodes.count ? listenerNodes[i] : n,
                      "listener '\(l.name)' sets a handlerchain and runs policy \(c.policyPath(for: l)!): the policy chooses the checks; remove one")
             }
+        }
+
+        mutating func readGreylist(_ n: Node, into g: inout GreylistConfig) {
+            let keys: Set = ["store", "path", "url", "delay", "window", "lifetime", "autoAllowAfter", "ipv4Prefix", "ipv6Prefix",
+                             "byReverseDomain", "purgeInterval"]
+            for (k, _, v) in mapping(n, "greylist", allowed: keys) {
+                switch k {
+                case "store":
+                    if let st = (v.scalar?.string).flatMap(GreylistConfig.Store.init(rawValue:)) { g.store = st } else { fail(v, "'store' must be sqlite, postgresql or memory") }
+                case "path": if let s = string(v, k) { g.path = s }
+                case "url":
+                    if let s = string(v, k) {
+                        if s.hasPrefix("postgres://") || s.hasPrefix("postgresql://") { g.url = s } else { fail(v, "'url' must be postgres://user:password@host:port/database") }
+                    }
+                case "delay": if let i = int(v, k) { g.settings.delay = i }
+                case "window": if let i = int(v, k, min: 1) { g.settings.window = i }
+                case "lifetime": if let i = int(v, k, min: 1) { g.settings.lifetime = i }
+                case "autoAllowAfter": if let i = int(v, k) { g.settings.autoAllowAfter = i }
+                case "ipv4Prefix":
+                    if let i = int(v, k, min: 8) { if i <= 32 { g.key.v4Prefix = i } else { fail(v, "'ipv4Prefix' must be 8 to 32") } }
+                case "ipv6Prefix":
+                    if let i = int(v, k, min: 16) { if i <= 128 { g.key.v6Prefix = i } else { fail(v, "'ipv6Prefix' must be 16 to 128") } }
+                case "byReverseDomain": if let b = bool(v, k) { g.key.byReverseDomain = b }
+                default: if let i = int(v, k) { g.purgeInterval = i }
+                }
+            }
+            if g.store == .postgresql && g.url == nil { fail(n, "greylist store postgresql needs 'url'") }
+            if g.settings.window <= g.settings.delay { fail(n, "greylist 'window' must be longer than 'delay'") }
         }
 
         mutating func readChecks(_ n: Node, into c: inout GatewayConfig) {

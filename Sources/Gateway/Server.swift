@@ -5,6 +5,7 @@ import NIOConcurrencyHelpers
 import SMTPProtocol
 import PolicyEngine
 import Checks
+import Greylist
 import DecisionLog
 import DNSResolver
 
@@ -154,10 +155,13 @@ public final class GatewayServer: @unchecked Sendable {
     public let resolver: DNSResolver
     let catalog: CheckCatalog
     private var selfTester: Task<Void, Never>?
+    private var purger: Task<Void, Never>?
+    /// The greylist store (opened when a greylist check first asks) and its clock.
+    public let greylist: GreylistService
 
     /// Compiles every listener's policy; throws `PolicyErrors` when one is invalid.
     public init(config: GatewayConfig, log: DecisionLog, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                extraChecks: [any Check] = [], onError: FailureMode = .tempfail) throws {
+                extraChecks: [any Check] = [], onError: FailureMode = .tempfail, greylistClock: (@Sendable () -> Int64)? = nil) throws {
         self.config = config
         self.log = log
         self.group = group
@@ -166,7 +170,8 @@ public final class GatewayServer: @unchecked Sendable {
         self.shared = GatewayShared(config: config, log: log,
                                     forwarder: Forwarder(config: config.downstream, helloName: hello, group: group))
         self.resolver = GatewayServer.makeResolver(config.dns, group: group)
-        self.catalog = CheckCatalog(resolver: resolver)
+        self.greylist = GreylistService(config: config.greylist, clock: greylistClock)
+        self.catalog = CheckCatalog(resolver: resolver, greylist: greylist)
         self.policies = PolicySet(try GatewayServer.compilePolicies(config, catalog: catalog, extra: self.extraChecks))
     }
 
@@ -364,6 +369,29 @@ public final class GatewayServer: @unchecked Sendable {
             let t = watchPolicies(every: config.policyWatch)
             lock.withLock { watcher = t }
         }
+        if config.greylist.purgeInterval > 0 {
+            let t = Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(self?.config.greylist.purgeInterval ?? 3600))
+                    guard !Task.isCancelled else { return }
+                    await self?.purgeGreylist()
+                }
+            }
+            lock.withLock { purger = t }
+        }
+    }
+
+    /// Deletes greylist entries past their time (if a check has opened the store) and logs
+    /// how many, or why it could not.
+    public func purgeGreylist() async {
+        guard greylist.openedStore != nil else { return }
+        do {
+            let n = try await greylist.purge()
+            log.append(LogRecord(event: "greylist.purge", fields: [("store", .string(config.greylist.store.rawValue)), ("result", "ok"), ("removed", .int(n))]))
+        } catch {
+            log.append(LogRecord(event: "greylist.purge", fields: [("store", .string(config.greylist.store.rawValue)), ("result", "error"),
+                                                                   ("reason", .string("\(error)"))]))
+        }
     }
 
     /// The addresses the listeners are bound to (useful with port 0).
@@ -389,9 +417,11 @@ public final class GatewayServer: @unchecked Sendable {
         for h in shared.registry.all() { Self.closeWith421(h) }
         lock.withLock { watcher }?.cancel()
         lock.withLock { selfTester }?.cancel()
+        lock.withLock { purger }?.cancel()
         let tasks = lock.withLock { acceptTasks }
         for t in tasks { await t.value }
         shared.forwarder.shutdown()
+        await greylist.close()
         try? await log.flush()
     }
 

@@ -169,6 +169,14 @@ public struct CheckContext: Sendable {
     }
 }
 
+/// The greylist check, as the rule action `greylist` reaches it: with `greylistsByRule`
+/// the check only reports facts at its stage, and a rule that says `greylist` asks it to
+/// greylist the triplet now.
+public protocol RuleGreylisting: Check {
+    var greylistsByRule: Bool { get }
+    func greylist(stage: Stage, context: CheckContext) async -> CheckResult
+}
+
 /// A check that tests its own backend now and then (a DNSBL zone's test points) and says
 /// what changed, for the decision log.
 public protocol SelfTesting: Sendable {

@@ -106,6 +106,29 @@ public final class PolicyRun {
         return reply
     }
 
+    /// A check whose backend failed passes or tempfails, as its policy says.
+    static func applyOnError(_ r: inout CheckResult, _ mode: FailureMode) {
+        guard r.backendError else { return }
+        switch mode {
+        case .pass:
+            r.action = .continue
+            r.reason = (r.reason ?? "backend failure") + " (onError: pass)"
+        case .tempfail:
+            if r.action.reply == nil { r.action = .tempfail(SMTPReply(451, "4.3.0", "Temporary lookup failure, try again later")) }
+            r.reason = (r.reason ?? "backend failure") + " (onError: tempfail)"
+        }
+    }
+
+    /// A rule said `greylist`: the greylist check greylists the triplet now, its store's
+    /// failure handled by the check's onError. Returns the state and the check's result.
+    func greylist(_ stage: Stage, _ ctx: CheckContext) async -> (String, CheckResult)? {
+        guard let pc = policy.checks.first(where: { $0.check.name == "greylist" }), let g = pc.check as? RuleGreylisting else { return nil }
+        var r = await g.greylist(stage: stage, context: ctx)
+        PolicyRun.applyOnError(&r, pc.onError)
+        let state = r.facts["state"].map { "\($0)" } ?? r.result
+        return (state, r)
+    }
+
     /// Runs one stage: its checks, then its rules, then (at the end of data) the thresholds.
     public func run(_ stage: Stage, context: CheckContext, record: (PolicyVerdict) -> Void) async -> StageDecision {
         var ctx = context
@@ -136,16 +159,7 @@ public final class PolicyRun {
             let start = ContinuousClock.now
             var r = await pipeline.evaluate(check, stage: stage, context: ctx)
             let micros = PolicyRun.micros(ContinuousClock.now - start)
-            if r.backendError {
-                switch pc.onError {
-                case .pass:
-                    r.action = .continue
-                    r.reason = (r.reason ?? "backend failure") + " (onError: pass)"
-                case .tempfail:
-                    if r.action.reply == nil { r.action = .tempfail(SMTPReply(451, "4.3.0", "Temporary lookup failure, try again later")) }
-                    r.reason = (r.reason ?? "backend failure") + " (onError: tempfail)"
-                }
-            }
+            PolicyRun.applyOnError(&r, pc.onError)
             if let ptr = r.clientPTR, !ptr.isEmpty {
                 clientPTR = ptr
                 ctx.clientPTR = ptr
@@ -173,6 +187,7 @@ public final class PolicyRun {
             var v = PolicyVerdict(stage: stage, check: "policy", rule: rule.name, place: rule.place, result: "match", action: "continue")
             v.facts = rule.readValues(facts)
             var terminal: Action?
+            var greylistAsked = false
             for a in rule.actions {
                 switch a {
                 case .score(let s):
@@ -184,7 +199,16 @@ public final class PolicyRun {
                 case .accept: terminal = .accept
                 case .reject(let t): terminal = .reject(t.render(facts))
                 case .tempfail(let t): terminal = .tempfail(t.render(facts))
-                case .greylist: terminal = .tempfail(SMTPReply(451, "4.7.1", "Greylisted, try again later"))
+                case .greylist: greylistAsked = true
+                }
+            }
+            if greylistAsked {
+                if rule.monitor {
+                    terminal = .tempfail(SMTPReply(451, "4.7.1", "Greylisted, try again later"))
+                } else if let (state, r) = await greylist(stage, ctx) {
+                    v.result = "greylist \(state)"
+                    v.reason = r.reason
+                    if case .continue = r.action {} else { terminal = r.action }
                 }
             }
             if rule.monitor {

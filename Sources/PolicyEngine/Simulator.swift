@@ -13,14 +13,23 @@ public struct InjectedResult: Sendable {
 }
 
 /// Stands in for a check, answering what the test says.
-struct InjectedCheck: Check {
+/// Given for the greylist check, it also answers a rule's `greylist`: a result of new or
+/// early is a 451 4.7.1, anything else passes.
+struct InjectedCheck: RuleGreylisting {
     let name: String
     let stages: Set<Stage>
     let fixed: InjectedResult
     var waits: Bool { false }
+    var greylistsByRule: Bool { true }
     func evaluate(stage: Stage, context: CheckContext) async -> CheckResult {
         CheckResult(fixed.action, result: fixed.result, reason: fixed.reason, score: fixed.score, facts: fixed.facts,
                     backendError: fixed.backendError)
+    }
+    func greylist(stage: Stage, context: CheckContext) async -> CheckResult {
+        var r = await evaluate(stage: stage, context: context)
+        if case .continue = r.action, ["new", "early"].contains(r.result) { r.action = .tempfail(SMTPReply(451, "4.7.1", "Greylisted, try again later")) }
+        if r.facts["state"] == nil { r.facts["state"] = .string(r.result) }
+        return r
     }
 }
 

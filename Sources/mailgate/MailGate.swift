@@ -18,7 +18,7 @@ struct MailGate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mailgate",
         abstract: "An anti-spam SMTP policy gateway in front of your mail server.",
-        subcommands: [Serve.self, CheckConfig.self, PolicyCommand.self, CheckCommand.self, DNSCommand.self, Log.self, Version.self])
+        subcommands: [Serve.self, CheckConfig.self, PolicyCommand.self, CheckCommand.self, DNSCommand.self, GreylistCommand.self, Log.self, Version.self])
 }
 
 func loadConfig(_ path: String?) throws -> GatewayConfig {

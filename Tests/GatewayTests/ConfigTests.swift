@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import SMTPProtocol
+import Greylist
 @testable import Gateway
 
 @Suite struct ConfigTests {
@@ -36,6 +37,20 @@ import SMTPProtocol
         #expect(c.downstream.targets == d.downstream.targets)
         #expect(c.log.path == d.log.path)
         #expect(c.spoolMemoryLimit == d.spoolMemoryLimit)
+        #expect(c.greylist == d.greylist)
+    }
+
+    @Test func greylistSettingsAreCheckedWithTheirLine() throws {
+        #expect(errors("greylist:\n  store: redis\n") == ["t.yaml:2: 'store' must be sqlite, postgresql or memory"])
+        #expect(errors("greylist:\n  store: postgresql\n") == ["t.yaml:2: greylist store postgresql needs 'url'"])
+        #expect(errors("greylist:\n  url: mysql://x\n  delay: 600\n  window: 600\n") == [
+            "t.yaml:2: 'url' must be postgres://user:password@host:port/database", "t.yaml:2: greylist 'window' must be longer than 'delay'"])
+        let c = try ConfigLoader.parse("greylist: {store: postgresql, url: 'postgres://gw@db.example:5433/mail', delay: 60, ipv4Prefix: 32, byReverseDomain: true}\n", file: "t.yaml")
+        #expect(c.greylist.store == .postgresql)
+        #expect(c.greylist.url == "postgres://gw@db.example:5433/mail")
+        #expect(c.greylist.settings.delay == 60)
+        #expect(c.greylist.key.v4Prefix == 32)
+        #expect(c.greylist.key.byReverseDomain)
     }
 
     @Test func unknownKeysAreErrorsWithTheirLine() {
@@ -48,7 +63,7 @@ import SMTPProtocol
         """
         #expect(errors(yaml) == [
             "t.yaml:4: unknown key 'maxMessageSize' in listener (known: addressBracketsEnforcement, authRequired, authorizedAddresses, bind, connectBacklog, connectionLimit, connectionLimitPerIP, connectionTimeout, handlerchain, helloName, heloEhloEnforcement, maxRecipients, maxUnrecognizedCommands, maxmessagesize, name, policy, protocol, smtpGreeting, tls, verifyIdentity)",
-            "t.yaml:5: unknown key 'domainz' in top level (known: checks, dns, domains, downstream, listeners, log, policy, policyWatch, shutdownGracePeriod, spool)",
+            "t.yaml:5: unknown key 'domainz' in top level (known: checks, dns, domains, downstream, greylist, listeners, log, policy, policyWatch, shutdownGracePeriod, spool)",
         ])
     }
 

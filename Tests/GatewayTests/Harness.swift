@@ -126,7 +126,7 @@ final class TestGateway: @unchecked Sendable {
     var logPath: String { log.path }
 
     /// `configure` edits the defaults: one listener on 127.0.0.1:0, domain example.org.
-    init(downstream: [String], checks: [any Check] = [], logPath: String? = nil,
+    init(downstream: [String], checks: [any Check] = [], logPath: String? = nil, clock: TestClock? = nil,
          configure: (inout GatewayConfig) -> Void = { _ in }) async throws {
         dir = NSTemporaryDirectory() + "mailgate-test-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -145,7 +145,7 @@ final class TestGateway: @unchecked Sendable {
         if let p = logPath { c.log.path = p }
         configure(&c)
         log = try DecisionLog(path: c.log.path, durability: .groupCommit(milliseconds: 1))
-        server = try GatewayServer(config: c, log: log, extraChecks: checks)
+        server = try GatewayServer(config: c, log: log, extraChecks: checks, greylistClock: clock?.now)
         try await server.start()
     }
 

@@ -67,7 +67,7 @@ public struct Glob: Sendable, Equatable {
     }
 }
 
-public struct PolicyCompileMessage: Error, Sendable { public var text: String; init(_ t: String) { text = t } }
+public struct PolicyCompileMessage: Error, Sendable { public var text: String; public init(_ t: String) { text = t } }
 
 /// A list loaded from a file under rules/.
 public enum RuleList: Sendable {
@@ -443,6 +443,10 @@ struct RuleCompiler {
             case .greylist(let p):
                 if !checks.contains("greylist") {
                     error(file, p, "'greylist' needs the check 'greylist', which policy \(policyName) does not run")
+                } else if !checks.contains("greylist:rules") {
+                    error(file, p, "'greylist' in a rule needs the greylist check's 'mode: rules'; in mode 'all' it greylists every recipient itself")
+                } else if stage != .rcpt && stage != .message {
+                    error(file, p, "'greylist' acts at rcpt or message, where the triplet (client, sender, recipient) is known, not at \(stage.rawValue)")
                 }
                 actions.append(.greylist)
             case .reject(let rs):
