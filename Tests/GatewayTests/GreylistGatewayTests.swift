@@ -261,4 +261,51 @@ enum GreylistBackend: String, CaseIterable, CustomTestStringConvertible, Sendabl
         #expect(st != 0)
         #expect(out.contains("'not an address' is not an address, a network or a domain"), "\(out)")
     }
+
+    @Test func atTheEndOfDataEveryRecipientIsGreylistedAtOnce() async throws {
+        let clock = TestClock()
+        let down = try await RecordingDownstream.start()
+        let gw = try await Self.gateway(down, policy: try Self.policy("stage: message"), greylist: .memory, clock: clock)
+        let first = try await Self.send(gw, to: ["b@example.org", "c@example.org"])
+        #expect(first["error"] as? String == "data", "\(first)")
+        #expect(first["code"] as? Int == 451)
+        #expect(first["text"] as? String == "4.7.1 Greylisted: please try again in 300 seconds")
+        clock.advance(300)
+        #expect(try await Self.send(gw, to: ["b@example.org", "c@example.org"])["ok"] as? Bool == true)
+        #expect(down.messages.map(\.rcpts) == [["b@example.org", "c@example.org"]])
+        let records = try await gw.records(waitingFor: "session.close", count: 2)
+        let grey = records.filter { $0["check"] as? String == "greylist" }
+        #expect(grey.map { $0["stage"] as? String ?? "" } == ["message", "message"])
+        #expect(grey.map { $0["result"] as? String ?? "" } == ["new", "passed"])
+        await gw.stop()
+        down.stop()
+    }
+
+    /// A gateway killed with SIGKILL right after it answered 451 still has the triplet.
+    @Test func aKilledGatewayKeepsTheTripletItAnswered() async throws {
+        let dir = NSTemporaryDirectory() + "mg-greykill-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let port = Int.random(in: 30000...60000)
+        try "name: grey\nchecks:\n  greylist: {}\n".write(toFile: dir + "/p.yaml", atomically: true, encoding: .utf8)
+        try """
+        listeners:
+          - bind: ["127.0.0.1:\(port)"]
+            authorizedAddresses: [192.0.2.0/24]
+        domains: [example.org]
+        policy: p.yaml
+        downstream: {targets: ["maildir:var/mail"]}
+        greylist: {path: var/greylist.sqlite}
+
+        """.write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
+        let p = try await CLITests.serve(dir: dir, port: port)
+        let r = try await Client.smtplib(port: port, from: "a@example.net", to: ["b@example.org"], data: Self.message)
+        #expect(Self.refused(r, "b@example.org") == "451 4.7.1 Greylisted: please try again in 300 seconds", "\(r)")
+        kill(p.processIdentifier, SIGKILL)
+        var c = GreylistConfig()
+        c.path = dir + "/var/greylist.sqlite"
+        let g = GreylistService(config: c)
+        let entries = try await g.store().list(limit: 10)
+        #expect(entries.map(\.key) == ["127.0.0.0/24/a@example.net/b@example.org"])
+        await g.close()
+    }
 }
