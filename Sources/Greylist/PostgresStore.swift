@@ -35,22 +35,43 @@ public final class PostgresGreylistStore: GreylistStore, @unchecked Sendable {
         runTask = Task { await c.run() }
     }
 
+    /// Creates the schema once. Concurrent first uses share one attempt (a failed one is
+    /// retried by the next use), and gateways that start together take turns under an
+    /// advisory lock: PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe when run at once.
     func ensureSchema() async throws {
         if schemaReady.withLockedValue({ $0 }) { return }
+        let attempt = schemaAttempt.withLockedValue { a -> Task<Void, any Error> in
+            if let a { return a }
+            let new = Task { try await self.createSchema() }
+            a = new
+            return new
+        }
         do {
-            try await client.query("""
+            try await attempt.value
+            schemaReady.withLockedValue { $0 = true }
+        } catch {
+            schemaAttempt.withLockedValue { if $0 == attempt { $0 = nil } }
+            throw GreylistStoreError(message: "PostgreSQL: \(Self.describe(error))")
+        }
+    }
+
+    let schemaAttempt = NIOLockedValueBox<Task<Void, any Error>?>(nil)
+
+    func createSchema() async throws {
+        let logger = self.logger
+        try await client.withTransaction(logger: logger) { conn in
+            // Any constant will do, as long as every gateway uses the same one.
+            for try await _ in try await conn.query("SELECT pg_advisory_xact_lock(4711203917)", logger: logger) {}
+            try await conn.query("""
                 CREATE TABLE IF NOT EXISTS greylist_triplets (key TEXT PRIMARY KEY, client TEXT NOT NULL, first_seen BIGINT NOT NULL,
                     last_seen BIGINT NOT NULL, passed_at BIGINT, hits BIGINT NOT NULL DEFAULT 0)
                 """, logger: logger)
-            try await client.query("CREATE INDEX IF NOT EXISTS greylist_triplets_last_seen ON greylist_triplets(last_seen)", logger: logger)
-            try await client.query("""
+            try await conn.query("CREATE INDEX IF NOT EXISTS greylist_triplets_last_seen ON greylist_triplets(last_seen)", logger: logger)
+            try await conn.query("""
                 CREATE TABLE IF NOT EXISTS greylist_clients (client TEXT PRIMARY KEY, passes BIGINT NOT NULL, last_seen BIGINT NOT NULL,
                     manual BOOLEAN NOT NULL DEFAULT FALSE)
                 """, logger: logger)
-        } catch {
-            throw GreylistStoreError(message: "PostgreSQL: \(Self.describe(error))")
         }
-        schemaReady.withLockedValue { $0 = true }
     }
 
     /// One line for the log: what the server said, or why it could not be reached.

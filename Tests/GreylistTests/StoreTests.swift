@@ -104,6 +104,25 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
         #expect(try await again.check(key: "k", client: "c", now: Self.t0 + 10, settings: GreylistSettings()).state == .early)
     }
 
+    @Test func manyFirstUsesOfAnEmptyPostgreSQLDatabaseCreateTheSchemaOnce() async throws {
+        // Two stores (two gateways) on a database without the tables, 16 lookups each at once.
+        let base = try await PostgresServer.url()
+        let db = "mg_schema_" + String(UInt32.random(in: 0...UInt32.max))
+        try await PostgresServer.createDatabase(db)
+        let url = String(base[..<base.lastIndex(of: "/")!]) + "/" + db
+        let stores = [try PostgresGreylistStore(url: url), try PostgresGreylistStore(url: url)]
+        let states = try await withThrowingTaskGroup(of: GreylistState.self) { g in
+            for i in 0..<32 {
+                g.addTask { try await stores[i % 2].check(key: "k\(i)", client: "c", now: Self.t0, settings: GreylistSettings()).state }
+            }
+            var out: [GreylistState] = []
+            for try await s in g { out.append(s) }
+            return out
+        }
+        #expect(states == Array(repeating: .new, count: 32))
+        for s in stores { await s.close() }
+    }
+
     @Test func aPostgreSQLThatIsDownIsAnErrorWithinTheTimeoutNotAHang() async throws {
         // Nothing listens on this port.
         let s = try PostgresGreylistStore(url: "postgres://mailgate@127.0.0.1:\(PostgresServer.freePort())/postgres")
