@@ -369,6 +369,19 @@ public final class GatewayServer: @unchecked Sendable {
             let t = watchPolicies(every: config.policyWatch)
             lock.withLock { watcher = t }
         }
+        // A policy that greylists: open the store now (PostgreSQL: create the schema), in the
+        // background, so that a database that is down delays nothing but is logged.
+        if policies.current.values.contains(where: { $0.checks.contains { $0.check.name == "greylist" } }) {
+            Task { [greylist, log, config] in
+                do {
+                    try await greylist.prepare()
+                    log.append(LogRecord(event: "greylist.store", fields: [("store", .string(config.greylist.store.rawValue)), ("result", "ok")]))
+                } catch {
+                    log.append(LogRecord(event: "greylist.store", fields: [("store", .string(config.greylist.store.rawValue)), ("result", "error"),
+                                                                           ("reason", .string("\(error)"))]))
+                }
+            }
+        }
         if config.greylist.purgeInterval > 0 {
             let t = Task { [weak self] in
                 while !Task.isCancelled {

@@ -82,7 +82,13 @@ public protocol GreylistStore: Sendable {
     func purge(now: Int64, settings: GreylistSettings) async throws -> Int
     func list(limit: Int) async throws -> [GreylistEntry]
     func stats(settings: GreylistSettings) async throws -> GreylistStats
+    /// Gets ready at start (PostgreSQL: creates the schema); a failure is retried on use.
+    func prepare() async throws
     func close() async
+}
+
+extension GreylistStore {
+    public func prepare() async throws {}
 }
 
 /// The rules, as one pure function of a triplet's row and the time.
@@ -254,6 +260,12 @@ public final class GreylistService: Sendable {
 
     public func purge() async throws -> Int {
         try await store().purge(now: clock(), settings: config.settings)
+    }
+
+    /// Opens the store and gets it ready (the gateway calls it at start when a policy
+    /// greylists, without waiting: a database that is down must not stop the gateway).
+    public func prepare() async throws {
+        try await store().prepare()
     }
 
     public func close() async {

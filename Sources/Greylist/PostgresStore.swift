@@ -196,6 +196,10 @@ public final class PostgresGreylistStore: GreylistStore, @unchecked Sendable {
 extension PostgresGreylistStore {
     public static let timeout: Duration = .seconds(5)
 
+    public func prepare() async throws {
+        try await bounded {}
+    }
+
     public func check(key: String, client clientKey: String, now: Int64, settings: GreylistSettings) async throws -> GreylistDecision {
         try await bounded { try await self.checkNow(key: key, client: clientKey, now: now, settings: settings) }
     }

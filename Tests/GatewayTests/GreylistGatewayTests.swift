@@ -308,4 +308,29 @@ enum GreylistBackend: String, CaseIterable, CustomTestStringConvertible, Sendabl
         #expect(entries.map(\.key) == ["127.0.0.0/24/a@example.net/b@example.org"])
         await g.close()
     }
+
+    @Test func theStoreIsReadyAtStartAndPurgedInTheBackground() async throws {
+        let clock = TestClock()
+        let down = try await RecordingDownstream.start()
+        var store = try await GreylistBackend.postgresql.config("")
+        store.purgeInterval = 1
+        let gw = try await Self.gateway(down, policy: try Self.policy(""), greylist: store, clock: clock)
+        // The schema exists before any lookup: created at start.
+        var records = try await gw.records(waitingFor: "greylist.store")
+        #expect(records.first { $0["event"] as? String == "greylist.store" }?["result"] as? String == "ok")
+        #expect(Self.refused(try await Self.send(gw), "b@example.org") == "451 4.7.1 Greylisted: please try again in 300 seconds")
+        // Past the window nobody retried: the next purge removes the triplet.
+        clock.advance(86_401)
+        for _ in 0..<50 {
+            records = try await gw.records()
+            if records.contains(where: { $0["event"] as? String == "greylist.purge" && ($0["removed"] as? Int ?? 0) == 1 }) { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let purged = try #require(records.first { $0["event"] as? String == "greylist.purge" && ($0["removed"] as? Int ?? 0) == 1 })
+        #expect(purged["result"] as? String == "ok")
+        #expect(purged["store"] as? String == "postgresql")
+        #expect(try await gw.server.greylist.store().stats(settings: GreylistSettings()) == GreylistStats())
+        await gw.stop()
+        down.stop()
+    }
 }
