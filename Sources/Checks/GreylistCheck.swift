@@ -62,11 +62,12 @@ public struct GreylistCheck: Check, RuleGreylisting {
     public func greylist(stage: Stage, context: CheckContext) async -> CheckResult {
         let all = recipients(stage, context)
         if let why = exemption(context, recipients: all) { return Self.exempt(why) }
-        let sender = context.sender?.description ?? ""
+        let client = GreylistKey.client(context.clientIP, ptr: context.clientPTR, service.config.key)
+        let sender = GreylistKey.sender(context.sender?.description ?? "")
         var worst: (GreylistDecision, String)?
         var passed: (GreylistDecision, String)?
         for r in all where !isExemptRecipient(r) {
-            let (key, client) = service.key(ip: context.clientIP, ptr: context.clientPTR, sender: sender, recipient: r.description)
+            let key = GreylistKey.key(client: client, sender: sender, recipient: r.description)
             let d: GreylistDecision
             do {
                 d = try await service.check(key: key, client: client)
@@ -88,7 +89,7 @@ public struct GreylistCheck: Check, RuleGreylisting {
         guard let (d, key) = passed else { return Self.exempt("every recipient is exempt") }
         let why: String
         switch d.state {
-        case .allowed: why = "client \(GreylistKey.client(context.clientIP, ptr: context.clientPTR, service.config.key)) is on the allowlist"
+        case .allowed: why = "client \(client) is on the allowlist"
         case .passed: why = "triplet \(key) retried in time"
         default: why = "triplet \(key) known"
         }

@@ -156,7 +156,7 @@ public final class GatewayServer: @unchecked Sendable {
     let catalog: CheckCatalog
     private var selfTester: Task<Void, Never>?
     private var purger: Task<Void, Never>?
-    /// The greylist store (opened when a greylist check first asks) and its clock.
+    /// The greylist store (opened at start when a policy greylists) and its clock.
     public let greylist: GreylistService
 
     /// Compiles every listener's policy; throws `PolicyErrors` when one is invalid.
@@ -372,14 +372,8 @@ public final class GatewayServer: @unchecked Sendable {
         // A policy that greylists: open the store now (PostgreSQL: create the schema), in the
         // background, so that a database that is down delays nothing but is logged.
         if policies.current.values.contains(where: { $0.checks.contains { $0.check.name == "greylist" } }) {
-            Task { [greylist, log, config] in
-                do {
-                    try await greylist.prepare()
-                    log.append(LogRecord(event: "greylist.store", fields: [("store", .string(config.greylist.store.rawValue)), ("result", "ok")]))
-                } catch {
-                    log.append(LogRecord(event: "greylist.store", fields: [("store", .string(config.greylist.store.rawValue)), ("result", "error"),
-                                                                           ("reason", .string("\(error)"))]))
-                }
+            Task { [weak self] in
+                await self?.logGreylistStore("greylist.store") { try await $0.prepare(); return [] }
             }
         }
         if config.greylist.purgeInterval > 0 {
@@ -398,13 +392,19 @@ public final class GatewayServer: @unchecked Sendable {
     /// how many, or why it could not.
     public func purgeGreylist() async {
         guard greylist.openedStore != nil else { return }
+        await logGreylistStore("greylist.purge") { [("removed", .int(try await $0.purge()))] }
+    }
+
+    /// Runs one piece of store work and logs it: `result` ok with what it returns, or error
+    /// with the reason.
+    func logGreylistStore(_ event: String, _ work: (GreylistService) async throws -> [(String, JSONValue)]) async {
+        var fields: [(String, JSONValue)] = [("store", .string(config.greylist.store.rawValue))]
         do {
-            let n = try await greylist.purge()
-            log.append(LogRecord(event: "greylist.purge", fields: [("store", .string(config.greylist.store.rawValue)), ("result", "ok"), ("removed", .int(n))]))
+            fields += [("result", "ok")] + (try await work(greylist))
         } catch {
-            log.append(LogRecord(event: "greylist.purge", fields: [("store", .string(config.greylist.store.rawValue)), ("result", "error"),
-                                                                   ("reason", .string("\(error)"))]))
+            fields += [("result", "error"), ("reason", .string("\(error)"))]
         }
+        log.append(LogRecord(event: event, fields: fields))
     }
 
     /// The addresses the listeners are bound to (useful with port 0).

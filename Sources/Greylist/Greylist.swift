@@ -215,8 +215,8 @@ public struct GreylistConfig: Sendable, Equatable {
     }
 }
 
-/// The greylist as the checks and the CLI use it: the store (opened on first use, so that a
-/// gateway whose policies do not greylist never opens it), the settings and the clock.
+/// The greylist as the checks and the CLI use it: the store (opened on first use, which for
+/// a gateway is at start when one of its policies greylists), the settings and the clock.
 public final class GreylistService: Sendable {
     public let config: GreylistConfig
     /// Seconds since the epoch; tests pass a clock they move.

@@ -14,10 +14,6 @@ public final class PostgresGreylistStore: GreylistStore, @unchecked Sendable {
     let runTask: Task<Void, Never>
     let logger = Logger(label: "mailgate.greylist.postgres")
 
-    /// Set once the schema exists; it is created on first use, so that a gateway starts (and
-    /// fails over to its onError) while the database is down.
-    let schemaReady = NIOLockedValueBox(false)
-
     /// `url`: postgres://user:password@host:port/database
     public init(url: String) throws {
         guard let u = URLComponents(string: url), u.scheme == "postgres" || u.scheme == "postgresql", let host = u.host else {
@@ -39,7 +35,6 @@ public final class PostgresGreylistStore: GreylistStore, @unchecked Sendable {
     /// retried by the next use), and gateways that start together take turns under an
     /// advisory lock: PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe when run at once.
     func ensureSchema() async throws {
-        if schemaReady.withLockedValue({ $0 }) { return }
         let attempt = schemaAttempt.withLockedValue { a -> Task<Void, any Error> in
             if let a { return a }
             let new = Task { try await self.createSchema() }
@@ -48,13 +43,13 @@ public final class PostgresGreylistStore: GreylistStore, @unchecked Sendable {
         }
         do {
             try await attempt.value
-            schemaReady.withLockedValue { $0 = true }
         } catch {
             schemaAttempt.withLockedValue { if $0 == attempt { $0 = nil } }
             throw GreylistStoreError(message: "PostgreSQL: \(Self.describe(error))")
         }
     }
 
+    /// The attempt in flight or the one that succeeded (awaiting it again costs nothing).
     let schemaAttempt = NIOLockedValueBox<Task<Void, any Error>?>(nil)
 
     func createSchema() async throws {

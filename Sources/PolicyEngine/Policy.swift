@@ -297,8 +297,8 @@ public enum PolicyLoader {
         var compiler = RuleCompiler(facts: CompiledPolicy.factDeclarations(checks: Array(names), factory: factory),
                                     otherChecks: Dictionary(factory.catalog.filter { !names.contains($0.name) }.map { ($0.name, $0.allFacts) },
                                                             uniquingKeysWith: { a, _ in a }),
-                                    policyName: name,
-                                    checks: names.union(checks.contains { ($0.check as? RuleGreylisting)?.greylistsByRule == true } ? ["greylist:rules"] : []))
+                                    policyName: name, checks: names,
+                                    greylistByRule: checks.contains { ($0.check as? RuleGreylisting)?.greylistsByRule == true })
         let dir = (path as NSString).deletingLastPathComponent
         var rules: [CompiledRule] = []
         for (f, node) in ruleFiles {

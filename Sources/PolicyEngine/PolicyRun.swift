@@ -120,13 +120,12 @@ public final class PolicyRun {
     }
 
     /// A rule said `greylist`: the greylist check greylists the triplet now, its store's
-    /// failure handled by the check's onError. Returns the state and the check's result.
-    func greylist(_ stage: Stage, _ ctx: CheckContext) async -> (String, CheckResult)? {
+    /// failure handled by the check's onError.
+    func greylist(_ stage: Stage, _ ctx: CheckContext) async -> CheckResult? {
         guard let pc = policy.checks.first(where: { $0.check.name == "greylist" }), let g = pc.check as? RuleGreylisting else { return nil }
         var r = await g.greylist(stage: stage, context: ctx)
         PolicyRun.applyOnError(&r, pc.onError)
-        let state = r.facts["state"].map { "\($0)" } ?? r.result
-        return (state, r)
+        return r
     }
 
     /// Runs one stage: its checks, then its rules, then (at the end of data) the thresholds.
@@ -205,8 +204,8 @@ public final class PolicyRun {
             if greylistAsked {
                 if rule.monitor {
                     terminal = .tempfail(SMTPReply(451, "4.7.1", "Greylisted, try again later"))
-                } else if let (state, r) = await greylist(stage, ctx) {
-                    v.result = "greylist \(state)"
+                } else if let r = await greylist(stage, ctx) {
+                    v.result = "greylist \(r.result)"
                     v.reason = r.reason
                     if case .continue = r.action {} else { terminal = r.action }
                 }

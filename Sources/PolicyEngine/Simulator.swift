@@ -28,7 +28,6 @@ struct InjectedCheck: RuleGreylisting {
     func greylist(stage: Stage, context: CheckContext) async -> CheckResult {
         var r = await evaluate(stage: stage, context: context)
         if case .continue = r.action, ["new", "early"].contains(r.result) { r.action = .tempfail(SMTPReply(451, "4.7.1", "Greylisted, try again later")) }
-        if r.facts["state"] == nil { r.facts["state"] = .string(r.result) }
         return r
     }
 }

@@ -56,7 +56,8 @@ struct GreylistCommand: AsyncParsableCommand {
             let g = try store.service()
             let key: String
             if let ip = IPAddress(client) {
-                key = GreylistKey.client(ip, ptr: nil, { var o = g.config.key; o.byReverseDomain = false; return o }())
+                // Without a reverse name the key is the address's network.
+                key = GreylistKey.client(ip, ptr: nil, g.config.key)
             } else if let net = IPNetwork(client) {
                 key = GreylistKey.masked(net).description
             } else if AddressParser.isDomain(Substring(client), allowUTF8: false) {

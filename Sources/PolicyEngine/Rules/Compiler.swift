@@ -301,11 +301,13 @@ struct RuleCompiler {
     var policyName: String
     /// Checks the policy runs (for `greylist`).
     var checks: Set<String>
+    /// The policy's greylist check runs in `mode: rules` (for `greylist`).
+    var greylistByRule: Bool
     var diagnostics: [PolicyDiagnostic] = []
     /// Every file read (rule and list files), for the version hash.
     var filesRead: [(String, [UInt8])] = []
 
-    init(facts: [FactDecl], otherChecks: [String: [FactDecl]], policyName: String, checks: Set<String>) {
+    init(facts: [FactDecl], otherChecks: [String: [FactDecl]], policyName: String, checks: Set<String>, greylistByRule: Bool = false) {
         var f: [String: FactDecl] = [:]
         for d in facts { f[d.name] = d }
         self.facts = f
@@ -314,6 +316,7 @@ struct RuleCompiler {
         self.factsOfOtherChecks = o
         self.policyName = policyName
         self.checks = checks
+        self.greylistByRule = greylistByRule
     }
 
     mutating func error(_ file: String, _ p: SourcePosition?, _ msg: String) {
@@ -443,7 +446,7 @@ struct RuleCompiler {
             case .greylist(let p):
                 if !checks.contains("greylist") {
                     error(file, p, "'greylist' needs the check 'greylist', which policy \(policyName) does not run")
-                } else if !checks.contains("greylist:rules") {
+                } else if !greylistByRule {
                     error(file, p, "'greylist' in a rule needs the greylist check's 'mode: rules'; in mode 'all' it greylists every recipient itself")
                 } else if stage != .rcpt && stage != .message {
                     error(file, p, "'greylist' acts at rcpt or message, where the triplet (client, sender, recipient) is known, not at \(stage.rawValue)")
