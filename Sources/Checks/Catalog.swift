@@ -65,7 +65,8 @@ public struct CheckCatalog: CheckFactory {
             for (k, v) in reader.mapping(settings, "checks.dkim", allowed: ["maxSignatures", "keyTimeout", "allFailedScore"]) {
                 switch k {
                 case "maxSignatures": o.maxSignatures = reader.int(v, k, min: 1) ?? o.maxSignatures
-                case "keyTimeout": o.keyTimeout = reader.number(v, k) ?? o.keyTimeout
+                case "keyTimeout":
+                    if let d = reader.number(v, k) { if d > 0 && d <= 60 { o.keyTimeout = d } else { reader.fail(v, "'keyTimeout' must be between 0 and 60 seconds") } }
                 default: o.allFailedScore = reader.number(v, k) ?? 0
                 }
             }
@@ -148,7 +149,7 @@ extension CheckCatalog {
             var z: DNSBLCheck.Zone?
             var fields: [(String, Node)] = []
             if let name = zn.string { z = DNSBLCheck.Zone(zone: name) } else {
-                fields = reader.mapping(zn, "dnsbl zone", allowed: ["zone", "type", "answers", "bitmask", "action", "score", "reply", "displayName", "ipv6"])
+                fields = reader.mapping(zn, "dnsbl zone", allowed: ["zone", "type", "answers", "bitmask", "action", "score", "reply", "displayName", "ipv4", "ipv6"])
                 if let n = fields.first(where: { $0.0 == "zone" }), let name = reader.string(n.1, "zone") { z = DNSBLCheck.Zone(zone: name) }
             }
             guard var zone = z, AddressParser.isDomain(Substring(zone.zone), allowUTF8: false) else { reader.fail(zn, "a zone needs 'zone: NAME', a DNS name"); continue }
@@ -178,6 +179,7 @@ extension CheckCatalog {
                 case "reply": if let r = reader.string(v, k) { zone.reply = r }
                 case "displayName": zone.displayName = reader.string(v, k)
                 case "ipv6": zone.ipv6 = reader.bool(v, k) ?? true
+                case "ipv4": zone.ipv4 = reader.bool(v, k) ?? true
                 default: break
                 }
             }

@@ -84,12 +84,15 @@ public struct DKIMCheck: StreamingCheck {
     /// One `dkim=` entry of Authentication-Results (RFC 8601 §2.7.1, header.b per RFC 6008).
     static func resultEntry(_ s: DKIMSignatureResult) -> String {
         var e = "dkim=\(s.result.rawValue)"
-        if s.result != .pass { e += " reason=\"\(s.reason.replacingOccurrences(of: "\"", with: "'"))\"" }
+        // d=, s=, i= and b= are the signer's text: quoted where they are not plain tokens.
+        if s.result != .pass { e += " reason=\(HeaderText.quoted(s.reason))" }
         else if s.partial { e += " reason=\"partial body (l=\(s.bodyLength ?? 0))\"" }
-        e += " header.d=\(s.domain) header.s=\(s.selector)"
-        if let i = s.identity { e += " header.i=\(i)" }
-        e += " header.a=\(s.algorithm)"
-        if !s.headerB.isEmpty { e += " header.b=\(s.headerB.prefix(8))" }
+        e += " header.d=\(HeaderText.pvalue(s.domain)) header.s=\(HeaderText.pvalue(s.selector))"
+        if let i = s.identity { e += " header.i=\(HeaderText.pvalue(i))" }
+        e += " header.a=\(HeaderText.pvalue(s.algorithm))"
+        // header.b as OpenDKIM writes it: base64 characters only, so nothing else can appear.
+        let b = s.headerB.filter { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "+" || $0 == "/") }.prefix(8)
+        if !b.isEmpty { e += " header.b=\(b)" }
         return e
     }
 }

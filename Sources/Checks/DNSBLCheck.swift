@@ -43,6 +43,9 @@ public struct DNSBLCheck: Check, SelfTesting {
         /// Shown in replies instead of the zone (for zones whose name carries a key).
         public var displayName: String?
         public var ipv6 = true
+        /// False for a zone that lists IPv6 addresses only (its self-test then uses the
+        /// IPv6 test points).
+        public var ipv4 = true
         public init(zone: String) { self.zone = canonicalName(zone) }
     }
 
@@ -160,6 +163,7 @@ public struct DNSBLCheck: Check, SelfTesting {
                 g.addTask {
                     if let why = health.disabled(z.zone) { return (i, .disabled(why)) }
                     if !ip.isIPv4 && !z.ipv6 { return (i, .notListed) }
+                    if ip.isIPv4 && !z.ipv4 { return (i, .notListed) }
                     return (i, await query(z, ip))
                 }
             }
@@ -205,21 +209,24 @@ public struct DNSBLCheck: Check, SelfTesting {
         }
     }
 
-    /// RFC 5782 §5 test points: 127.0.0.2 must be listed, 127.0.0.1 must not. A zone that
-    /// fails is disabled until it answers correctly again; a zone that cannot be asked keeps
-    /// its state.
+    /// RFC 5782 §5 test points: 127.0.0.2 must be listed, 127.0.0.1 must not (for a zone
+    /// that lists IPv6 only, ::FFFF:7F00:2 and ::FFFF:7F00:1). A zone that fails is disabled
+    /// until it answers correctly again; a zone that cannot be asked keeps its state.
     public func selfTest() async -> [SelfTestReport] {
         var out: [SelfTestReport] = []
         for z in options.zones where z.kind == .block {
-            let two = await query(z, .v4(0x7f00_0002))
-            let one = await query(z, .v4(0x7f00_0001))
+            let v6 = !z.ipv4 && z.ipv6
+            let listedPoint: IPAddress = v6 ? .v6(0, 0xffff_7f00_0002) : .v4(0x7f00_0002)
+            let clearPoint: IPAddress = v6 ? .v6(0, 0xffff_7f00_0001) : .v4(0x7f00_0001)
+            let two = await query(z, listedPoint)
+            let one = await query(z, clearPoint)
             var problem: String?
             switch (two, one) {
-            case (.error(let e), _) where e.contains("over quota") || e.contains("outside"): problem = "test point 127.0.0.2: \(e)"
-            case (_, .error(let e)) where e.contains("over quota") || e.contains("outside"): problem = "test point 127.0.0.1: \(e)"
+            case (.error(let e), _) where e.contains("over quota") || e.contains("outside"): problem = "test point \(listedPoint): \(e)"
+            case (_, .error(let e)) where e.contains("over quota") || e.contains("outside"): problem = "test point \(clearPoint): \(e)"
             case (.error, _), (_, .error): continue
-            case (_, .listed): problem = "lists the test point 127.0.0.1 (it would list everyone)"
-            case (.notListed, _): problem = "does not list the test point 127.0.0.2"
+            case (_, .listed): problem = "lists the test point \(clearPoint) (it would list everyone)"
+            case (.notListed, _): problem = "does not list the test point \(listedPoint)"
             default: problem = nil
             }
             if health.set(z.zone, disabledBecause: problem) {

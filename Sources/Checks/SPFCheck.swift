@@ -72,7 +72,7 @@ public struct SPFCheck: Check {
                                           "domain": .string(o.domain)]
         let why = describe(o, identity: "mailfrom \(envelope)")
         let headers = [HeaderField("Received-SPF", receivedSPF(o, ip: ip, envelope: envelope, helo: helo, receiver: context.receiver)),
-                       HeaderField("Authentication-Results", "\(context.receiver); spf=\(o.result.rawValue) smtp.mailfrom=\(envelope)")]
+                       HeaderField("Authentication-Results", "\(context.receiver); spf=\(o.result.rawValue) smtp.mailfrom=\(HeaderText.pvalue(envelope))")]
         switch o.result {
         case .fail:
             switch options.fail {
@@ -111,7 +111,10 @@ public struct SPFCheck: Check {
     }
 
     /// RFC 7208 §9.1.
-    func receivedSPF(_ o: SPFOutcome, ip: IPAddress, envelope: String, helo: String, receiver: String) -> String {
+    /// The sender and HELO name are the client's text: escaped in the comment, quoted in
+    /// the key-value pairs where they are not dot-atoms.
+    func receivedSPF(_ o: SPFOutcome, ip: IPAddress, envelope sender: String, helo: String, receiver: String) -> String {
+        let envelope = HeaderText.comment(sender)
         let comment: String
         switch o.result {
         case .pass: comment = "\(receiver): domain of \(envelope) designates \(ip) as permitted sender"
@@ -122,9 +125,10 @@ public struct SPFCheck: Check {
         case .temperror: comment = "\(receiver): error in processing during lookup of \(envelope)"
         case .permerror: comment = "\(receiver): permanent error in processing domain of \(envelope)"
         }
-        var kv = "client-ip=\(ip); envelope-from=\"\(envelope)\"; helo=\(helo.isEmpty ? "unknown" : helo); receiver=\(receiver); identity=mailfrom"
-        if let m = o.mechanism { kv += "; mechanism=\"\(m.replacingOccurrences(of: "\"", with: ""))\"" }
-        if let p = o.problem, o.result == .permerror || o.result == .temperror { kv += "; problem=\"\(p.replacingOccurrences(of: "\"", with: "'").prefix(200))\"" }
+        var kv = "client-ip=\(ip); envelope-from=\(HeaderText.quoted(sender)); helo=\(HeaderText.dotAtomOrQuoted(helo.isEmpty ? "unknown" : helo)); "
+            + "receiver=\(HeaderText.dotAtomOrQuoted(receiver)); identity=mailfrom"
+        if let m = o.mechanism { kv += "; mechanism=\(HeaderText.quoted(m))" }
+        if let p = o.problem, o.result == .permerror || o.result == .temperror { kv += "; problem=\(HeaderText.quoted(String(p.prefix(200))))" }
         return "\(o.result.rawValue) (\(comment)) \(kv)"
     }
 }

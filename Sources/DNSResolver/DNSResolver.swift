@@ -89,6 +89,9 @@ public struct ResolverConfig: Sendable {
     public var timeout: Double = 2
     /// Rounds over the servers: each round asks each server once.
     public var attempts = 2
+    /// Questions sent to servers at once, over all sessions; past it a question fails at
+    /// once as a local failure (each costs a descriptor).
+    public var maxInFlight = 512
     /// Entries kept in the cache; 0 turns the cache off.
     public var cacheSize = 10_000
     /// Upper bound on any TTL honoured, seconds.
@@ -110,6 +113,18 @@ public final class DNSResolver: Sendable {
     private let cache = NIOLockedValueBox<[Key: CacheEntry]>([:])
     private let inflight = NIOLockedValueBox<[Key: EventLoopFuture<DNSAnswer>]>([:])
     private let counters = NIOLockedValueBox<(sent: Int, cacheHits: Int, coalesced: Int)>((0, 0, 0))
+    private let sending = NIOLockedValueBox(0)
+
+    /// Failures of this process rather than of DNS (descriptors exhausted, too many queries
+    /// in flight), counted over all resolvers. The policy run reads it: a check that failed
+    /// while it grew is tempfailed, never passed, whatever its onError says.
+    public static var localFailures: Int { localFailureCount.withLockedValue { $0 } }
+    private static let localFailureCount = NIOLockedValueBox(0)
+
+    static func localFailure(_ why: String) -> String {
+        localFailureCount.withLockedValue { $0 += 1 }
+        return "local resource failure: \(why)"
+    }
 
     /// `now` is injectable so that tests can move time to expire cache entries.
     public init(config: ResolverConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -179,6 +194,9 @@ public final class DNSResolver: Sendable {
         var name = key.name
         var chainTTL = config.maxTTL
         for _ in 0..<8 {
+            // A name that is not a valid DNS name (empty label, label over 63 octets, name
+            // over 253) cannot exist: it is never sent and never a temporary error.
+            guard DNSWire.isValidName(name) else { return .nxdomain }
             let (msg, failure) = await exchange(name, type)
             guard let msg else { return .tempFail(failure) }
             switch msg.rcode {
@@ -236,6 +254,13 @@ public final class DNSResolver: Sendable {
 
     /// One question to the servers, with retries; the message, or why there is none.
     private func exchange(_ name: String, _ type: DNSType) async -> (DNSMessage?, String) {
+        let admitted = sending.withLockedValue { n -> Bool in
+            guard n < config.maxInFlight else { return false }
+            n += 1
+            return true
+        }
+        guard admitted else { return (nil, DNSResolver.localFailure("more than \(config.maxInFlight) DNS queries in flight")) }
+        defer { sending.withLockedValue { $0 -= 1 } }
         var lastError = "no nameservers"
         for _ in 0..<max(1, config.attempts) {
             for server in config.servers {
@@ -251,6 +276,8 @@ public final class DNSResolver: Sendable {
                     return (msg, "")
                 } catch let e as DNSTransportError {
                     lastError = "\(e.reason) from \(server)"
+                } catch let e as IOError where e.errnoCode == EMFILE || e.errnoCode == ENFILE {
+                    return (nil, DNSResolver.localFailure("\(e)"))
                 } catch {
                     lastError = "\(error) from \(server)"
                 }

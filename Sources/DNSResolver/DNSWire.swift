@@ -89,11 +89,17 @@ public func canonicalName(_ s: String) -> String {
 public enum DNSWire {
     public static let noError = 0, formErr = 1, servFail = 2, nxDomain = 3, notImp = 4, refused = 5
 
+    /// A name that can be asked: 1 to 253 octets, labels of 1 to 63 (RFC 1035 §2.3.4).
+    public static func isValidName(_ name: String) -> Bool {
+        let n = canonicalName(name)
+        return !n.isEmpty && n.utf8.count <= 253
+            && n.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { !$0.isEmpty && $0.utf8.count <= 63 }
+    }
+
     /// A query with recursion desired; nil when the name is not a valid DNS name.
     public static func query(name: String, type: DNSType, id: UInt16) -> [UInt8]? {
         let n = canonicalName(name)
-        guard !n.isEmpty, n.utf8.count <= 253, n.split(separator: ".", omittingEmptySubsequences: false).allSatisfy({ !$0.isEmpty && $0.utf8.count <= 63 }),
-              let dname = ldns_dname_new_frm_str(n + ".") else { return nil }
+        guard isValidName(n), let dname = ldns_dname_new_frm_str(n + ".") else { return nil }
         guard let pkt = ldns_pkt_query_new(dname, ldns_rr_type(UInt32(type.rawValue)), LDNS_RR_CLASS_IN, UInt16(LDNS_RD)) else {
             ldns_rdf_deep_free(dname)
             return nil
@@ -164,8 +170,10 @@ public enum DNSWire {
             var s: [UInt8] = []
             for i in 0..<ldns_rr_rd_count(rr) {
                 let b = rdfBytes(rr, i)
+                // One character-string: a length octet, then that many octets. An empty
+                // string ("") is legal and adds nothing; a length past the data is dropped.
                 guard let len = b.first, b.count >= Int(len) + 1 else { continue }
-                s += b[1...Int(len)]
+                s += b.dropFirst().prefix(Int(len))
             }
             return .txt(String(decoding: s, as: UTF8.self))
         case .mx:

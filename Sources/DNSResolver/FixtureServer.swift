@@ -134,8 +134,7 @@ public final class DNSFixtureServer: @unchecked Sendable {
             break
         }
         var authority: [String] = []
-        if answers.isEmpty, let zone = so.keys.filter({ name == $0 || name.hasSuffix("." + $0) }).max(by: { $0.count < $1.count }) {
-            let ttl = so[zone]!
+        if answers.isEmpty, let (zone, ttl) = so.filter({ name == $0.key || name.hasSuffix("." + $0.key) }).max(by: { $0.key.count < $1.key.count }) {
             authority = ["\(zone). \(ttl) IN SOA ns.\(zone). hostmaster.\(zone). 1 3600 600 86400 \(ttl)"]
         }
         let rcode = exists || !answers.isEmpty ? DNSWire.noError : DNSWire.nxDomain
@@ -196,7 +195,8 @@ struct DNSLengthFramer: ByteToMessageDecoder {
         guard let len = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self),
               buffer.readableBytes >= Int(len) + 2 else { return .needMoreData }
         buffer.moveReaderIndex(forwardBy: 2)
-        context.fireChannelRead(NIOAny(buffer.readSlice(length: Int(len))!))
+        guard let message = buffer.readSlice(length: Int(len)) else { return .needMoreData }
+        context.fireChannelRead(NIOAny(message))
         return .continue
     }
 }

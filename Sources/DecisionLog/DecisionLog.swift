@@ -21,19 +21,37 @@ public enum DecisionLogError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         switch self {
         case .open(let p, let e): return "cannot open decision log \(p): \(String(cString: strerror(e)))"
-        case .partialTail(let p): return "decision log \(p) ends with a partial record; run `mailgate log verify \(p)` and move the file aside"
-        case .unreadableTail(let p): return "decision log \(p): last record is not valid; run `mailgate log verify \(p)`"
+        case .partialTail(let p): return "decision log \(p) ends with a partial record that could not be kept aside; run `mailgate log verify \(p)`"
+        case .unreadableTail(let p): return "decision log \(p): no valid record in its last MiB; run `mailgate log verify \(p)` and move the file aside"
         case .writeFailed(let e): return "decision log write failed: \(String(cString: strerror(e)))"
         case .closed: return "decision log is closed"
         }
     }
 }
 
-/// The append-only decision log. Thread-safe; appends never block on I/O — a dedicated
-/// writer thread writes and fsyncs, and `appendDurably` suspends until its record is on disk.
+/// What opening the log found after its last valid record (a write cut short by a full
+/// disk or a crash), and where those octets were kept.
+public struct TailRecovery: Sendable, Equatable {
+    public var tornOctets: Int
+    public var keptAt: String
+    public var lastGoodSeq: Int
+}
+
+/// The append-only decision log. Thread-safe; a dedicated writer thread writes and fsyncs,
+/// and `appendDurably` suspends until its record is on disk. Appends wait (back-pressure)
+/// while more than `maxPendingOctets` are queued, so a slow disk slows the sessions down
+/// rather than growing memory.
 public final class DecisionLog: @unchecked Sendable {
     public let path: String
     public let durability: LogDurability
+    /// Set when opening found and kept aside a torn tail; a `log.recovered` record says so.
+    public let recovered: TailRecovery?
+    /// The most octets queued for the writer before appends wait for it.
+    public static let maxPendingOctets = 8 << 20
+    /// How long an append waits for room; past it the record is queued anyway and the log
+    /// reports itself unhealthy (mail is tempfailed) until the queue drains to half.
+    public static let maxPendingWait: TimeInterval = 2
+    private var backlogged = false
     private let fd: Int32
     private let cond = NSCondition()
     // Guarded by cond:
@@ -58,45 +76,105 @@ public final class DecisionLog: @unchecked Sendable {
         self.durability = durability
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        let fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
         guard fd >= 0 else { throw DecisionLogError.open(path, errno) }
         self.fd = fd
         do {
-            let (s, h) = try DecisionLog.readTail(path: path)
-            self.seq = s
-            self.prevHash = h
+            let tail = try DecisionLog.readTail(path: path)
+            self.seq = tail.seq
+            self.prevHash = tail.hash
+            self.recovered = try tail.tornOctets > 0 ? DecisionLog.keepAside(fd: fd, path: path, tail: tail) : nil
         } catch {
             Glibc.close(fd)
             throw error
         }
-        let t = Thread { [unowned self] in self.writerLoop() }
+        // The writer holds the log until close(): a log dropped without close() leaks its thread
+        // rather than crashing it.
+        let t = Thread { self.writerLoop() }
         t.name = "decision-log"
         self.thread = t
         t.start()
+        if let r = recovered {
+            append(LogRecord(event: "log.recovered", session: nil, fields: [
+                ("reason", "torn tail after the last valid record (a write cut short)"), ("torn_octets", .int(r.tornOctets)),
+                ("kept_at", .string(r.keptAt)), ("last_good_seq", .int(r.lastGoodSeq)), ("alert", .bool(true)),
+            ]))
+            FileHandle.standardError.write(Data("mailgate: decision log \(path): \(r.tornOctets) octets after record \(r.lastGoodSeq) were torn; kept in \(r.keptAt), the chain goes on from record \(r.lastGoodSeq)\n".utf8))
+        }
     }
 
-    /// The last record's sequence number and hash, or (0, zeros) for an empty file.
-    static func readTail(path: String) throws -> (Int, String) {
-        guard let fh = FileHandle(forReadingAtPath: path) else { return (0, Digest.zero) }
+    struct Tail {
+        var seq: Int
+        var hash: String
+        /// File offset just after the last valid record.
+        var goodEnd: UInt64
+        var tornOctets: Int
+    }
+
+    /// The last valid record's sequence number and hash, or (0, zeros) for an empty file,
+    /// and how many octets follow it (a partial or unreadable last write). Only the last MiB
+    /// is read; a file with no valid record in it is refused.
+    static func readTail(path: String) throws -> Tail {
+        guard let fh = FileHandle(forReadingAtPath: path) else { return Tail(seq: 0, hash: Digest.zero, goodEnd: 0, tornOctets: 0) }
         defer { try? fh.close() }
         let end = try fh.seekToEnd()
-        if end == 0 { return (0, Digest.zero) }
-        let start = end > 1 << 20 ? end - (1 << 20) : 0
+        if end == 0 { return Tail(seq: 0, hash: Digest.zero, goodEnd: 0, tornOctets: 0) }
+        let window: UInt64 = 1 << 20
+        let start = end > window ? end - window : 0
         try fh.seek(toOffset: start)
-        let data = try fh.readToEnd() ?? Data()
-        guard data.last == 10 else { throw DecisionLogError.partialTail(path) }
-        let body = data.dropLast()
-        let lineStart = body.lastIndex(of: 10).map { $0 + 1 } ?? body.startIndex
-        let line = body[lineStart...]
-        guard let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
-              let s = obj["seq"] as? Int else { throw DecisionLogError.unreadableTail(path) }
-        return (s, Digest.sha256Hex(Array(line)))
+        let data = [UInt8](try fh.readToEnd() ?? Data())
+        // Complete lines, newest first; a line cut by the window's start is not judged.
+        var lineEnd = data.lastIndex(of: 10).map { $0 + 1 } ?? 0
+        while lineEnd > 0 {
+            let bodyEnd = lineEnd - 1
+            let lineStart = data[..<bodyEnd].lastIndex(of: 10).map { $0 + 1 } ?? 0
+            if lineStart == 0 && start > 0 { break }
+            let line = Array(data[lineStart..<bodyEnd])
+            if let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let s = obj["seq"] as? Int, obj["prev"] is String {
+                return Tail(seq: s, hash: Digest.sha256Hex(line), goodEnd: start + UInt64(lineEnd), tornOctets: data.count - lineEnd)
+            }
+            lineEnd = lineStart
+        }
+        if start == 0 { return Tail(seq: 0, hash: Digest.zero, goodEnd: 0, tornOctets: data.count) }
+        throw DecisionLogError.unreadableTail(path)
+    }
+
+    /// Copies the torn octets into `PATH.torn-TIMESTAMP` (fsynced), then cuts the log back
+    /// to its last valid record. Nothing is deleted that is not kept first.
+    static func keepAside(fd: Int32, path: String, tail: Tail) throws -> TailRecovery {
+        guard let fh = FileHandle(forReadingAtPath: path) else { throw DecisionLogError.partialTail(path) }
+        defer { try? fh.close() }
+        try fh.seek(toOffset: tail.goodEnd)
+        let torn = [UInt8](try fh.readToEnd() ?? Data())
+        var aside = "\(path).torn-\(Timestamp.now().replacingOccurrences(of: ":", with: ""))"
+        if FileManager.default.fileExists(atPath: aside) { aside += "-\(getpid())" }
+        let afd = open(aside, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640)
+        guard afd >= 0 else { throw DecisionLogError.partialTail(path) }
+        let written = torn.withUnsafeBytes { p in p.baseAddress.map { write(afd, $0, p.count) } ?? 0 }
+        let synced = fsync(afd) == 0
+        Glibc.close(afd)
+        guard written == torn.count, synced, ftruncate(fd, off_t(tail.goodEnd)) == 0, fsync(fd) == 0 else {
+            throw DecisionLogError.partialTail(path)
+        }
+        return TailRecovery(tornOctets: torn.count, keptAt: aside, lastGoodSeq: tail.seq)
     }
 
     /// True while records can be written. A gateway that sees false tempfails mail.
     public var isHealthy: Bool {
         cond.lock(); defer { cond.unlock() }
-        return failure == nil && !closing
+        return failure == nil && !closing && !backlogged
+    }
+
+    /// Waits (the caller holds the lock) while the queue is full, up to `maxPendingWait`.
+    private func waitForRoomLocked() {
+        guard pending.count >= Self.maxPendingOctets else { return }
+        let deadline = Date(timeIntervalSinceNow: Self.maxPendingWait)
+        while pending.count >= Self.maxPendingOctets && failure == nil && !closing {
+            if !cond.wait(until: deadline) {
+                backlogged = true
+                return
+            }
+        }
     }
 
     /// Numbers, chains and queues a record; returns at once. Returns the sequence number.
@@ -105,6 +183,7 @@ public final class DecisionLog: @unchecked Sendable {
         let body = DecisionLog.body(record)
         cond.lock()
         defer { cond.unlock() }
+        waitForRoomLocked()
         return enqueueLocked(body)
     }
 
@@ -135,6 +214,7 @@ public final class DecisionLog: @unchecked Sendable {
             cond.lock()
             if let f = failure { cond.unlock(); c.resume(throwing: f); return }
             if closing { cond.unlock(); c.resume(throwing: DecisionLogError.closed); return }
+            waitForRoomLocked()
             enqueueLocked(body)
             waiters.append(c)
             cond.signal()
@@ -211,6 +291,9 @@ public final class DecisionLog: @unchecked Sendable {
             waiters = []
             let lastSeq = pendingLastSeq, lastHash = pendingLastHash
             inFlight = true
+            // Room again: wake appenders waiting for it.
+            if backlogged && pending.count < Self.maxPendingOctets / 2 { backlogged = false }
+            cond.broadcast()
             cond.unlock()
 
             var err: Int32 = 0
@@ -238,7 +321,7 @@ public final class DecisionLog: @unchecked Sendable {
                 let more = waiters; waiters = []
                 pending = []
                 cond.unlock()
-                FileHandle.standardError.write("mailgate: \(DecisionLogError.writeFailed(err)); refusing mail until restart\n".data(using: .utf8)!)
+                FileHandle.standardError.write(Data("mailgate: \(DecisionLogError.writeFailed(err)); refusing mail until restart\n".utf8))
                 (ws + more).forEach { $0.resume(throwing: DecisionLogError.writeFailed(err)) }
             } else {
                 ws.forEach { $0.resume() }
@@ -249,7 +332,7 @@ public final class DecisionLog: @unchecked Sendable {
     private func writeAll(_ bytes: [UInt8]) -> Int32 {
         var off = 0
         while off < bytes.count {
-            let n = bytes.withUnsafeBytes { p in write(fd, p.baseAddress! + off, p.count - off) }
+            let n = bytes.withUnsafeBytes { p in p.baseAddress.map { write(fd, $0 + off, p.count - off) } ?? 0 }
             if n < 0 {
                 if errno == EINTR { continue }
                 return errno
@@ -259,14 +342,20 @@ public final class DecisionLog: @unchecked Sendable {
         return 0
     }
 
+    /// Atomically and durably: a temporary file, fsynced, renamed over the head, and the
+    /// directory fsynced. A failure leaves the old head, which may lag but never leads.
     private func writeHead(seq: Int, hash: String) {
         let tmp = path + ".head.tmp"
-        let text = "{\"seq\":\(seq),\"hash\":\"\(hash)\"}\n"
+        let text = Array("{\"seq\":\(seq),\"hash\":\"\(hash)\"}\n".utf8)
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
         guard fd >= 0 else { return }
-        _ = text.utf8CString.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count - 1) }
+        let n = text.withUnsafeBytes { p in p.baseAddress.map { write(fd, $0, p.count) } ?? 0 }
+        let synced = fsync(fd) == 0
         Glibc.close(fd)
-        rename(tmp, path + ".head")
+        guard n == text.count, synced, rename(tmp, path + ".head") == 0 else { unlink(tmp); return }
+        let dir = (path as NSString).deletingLastPathComponent
+        let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 { fsync(dfd); Glibc.close(dfd) }
     }
 
     /// Writes out what is queued and closes the file.

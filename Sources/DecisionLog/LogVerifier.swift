@@ -6,6 +6,9 @@ public struct LogVerification: Sendable {
     public var records = 0
     public var lastSeq = 0
     public var problems: [String] = []
+    /// Events an auditor should see that do not break the chain: a torn tail kept aside at
+    /// start (`log.recovered`).
+    public var notes: [String] = []
     public var ok: Bool { problems.isEmpty }
 }
 
@@ -40,6 +43,10 @@ public enum LogVerifier {
                 result.problems.append("\(path):\(lineNo): record \(seq) does not chain to the record before (edited, deleted or reordered)")
                 return result
             }
+            if obj["event"] as? String == "log.recovered" {
+                let kept = obj["kept_at"] as? String ?? "?"
+                result.notes.append("\(path):\(lineNo): record \(seq): a torn tail of \(obj["torn_octets"] as? Int ?? 0) octets after record \(obj["last_good_seq"] as? Int ?? 0) was cut off at start and kept in \(kept)")
+            }
             prev = Digest.sha256Hex(Array(line))
             hashes[seq] = prev
             expectSeq = seq + 1
@@ -47,14 +54,21 @@ public enum LogVerifier {
             result.lastSeq = seq
         }
         let headPath = path + ".head"
-        if let head = FileManager.default.contents(atPath: headPath),
-           let obj = try? JSONSerialization.jsonObject(with: head) as? [String: Any],
-           let hs = obj["seq"] as? Int, let hh = obj["hash"] as? String {
-            if hs > result.lastSeq {
-                result.problems.append("\(path): the log ends at record \(result.lastSeq) but \(headPath) says \(hs) was written: records cut off the end")
-            } else if let h = hashes[hs], h != hh {
-                result.problems.append("\(path): record \(hs) does not match the hash in \(headPath)")
+        guard let head = FileManager.default.contents(atPath: headPath) else {
+            if result.records > 0 {
+                result.problems.append("\(path): \(headPath) is missing: without it records cut off the end cannot be ruled out")
             }
+            return result
+        }
+        guard let obj = try? JSONSerialization.jsonObject(with: head) as? [String: Any],
+              let hs = obj["seq"] as? Int, let hh = obj["hash"] as? String else {
+            result.problems.append("\(path): \(headPath) is not a valid head record")
+            return result
+        }
+        if hs > result.lastSeq {
+            result.problems.append("\(path): the log ends at record \(result.lastSeq) but \(headPath) says \(hs) was written: records cut off the end")
+        } else if let h = hashes[hs], h != hh {
+            result.problems.append("\(path): record \(hs) does not match the hash in \(headPath)")
         }
         return result
     }

@@ -24,8 +24,11 @@ public struct ListenerConfig: Sendable {
     public var connectBacklog = 200
     public var helloName: HelloName = .autodetect
     public var smtpGreeting: String?
-    /// Idle timeout, seconds.
+    /// Seconds the client has for each whole command line (and each DATA line) once the
+    /// gateway waits for it; bytes trickled in do not extend it.
     public var connectionTimeout = 300
+    /// Seconds the whole DATA phase may take, from 354 to the final dot.
+    public var dataDeadline = 1800
     /// 0 = unlimited. James' default is unlimited; ours bounds a connection flood.
     public var connectionLimit = 1000
     public var connectionLimitPerIP = 0
@@ -48,7 +51,12 @@ public struct ListenerConfig: Sendable {
 
     public init() {}
 
-    public var maxMessageOctets: Int { maxmessagesize * 1024 }
+    public var maxMessageOctets: Int {
+        let (v, overflow) = maxmessagesize.multipliedReportingOverflow(by: 1024)
+        return overflow ? Int.max : v
+    }
+    /// The largest `maxmessagesize` accepted (KB): 4 GiB.
+    public static let maxMessageSizeCeiling = 4 * 1024 * 1024
 
     public var resolvedHelloName: String {
         switch helloName {
@@ -96,6 +104,8 @@ public struct DNSConfig: Sendable {
     public var timeout = 2.0
     public var attempts = 2
     public var cacheSize = 10_000
+    /// DNS questions in flight at once, over all sessions (each holds a socket).
+    public var maxInFlight = 512
     /// Seconds between DNSBL zone self-tests (RFC 5782 test points); 0 = never.
     public var selfTestInterval = 300
     public init() {}
@@ -127,6 +137,9 @@ public struct GatewayConfig: Sendable {
     public var dns = DNSConfig()
     /// The greylist store, keys and times, for every policy that runs the greylist check.
     public var greylist = GreylistConfig()
+    /// Accept `user%remote@local`, `remote!user@local` and `"user@remote"@local` from clients
+    /// outside authorizedAddresses (Postfix's `allow_untrusted_routing`). Off: they get 550.
+    public var allowUntrustedRouting = false
 
     public init() {}
 
@@ -201,9 +214,12 @@ public enum ConfigLoader {
             return out
         }
 
-        mutating func int(_ n: Node, _ key: String, min: Int = 0) -> Int? {
+        /// An integer in `min...max`. The default ceiling (10^9) keeps every product the
+        /// gateway makes of a setting (seconds to nanoseconds, KB to octets) inside Int.
+        mutating func int(_ n: Node, _ key: String, min: Int = 0, max: Int = 1_000_000_000) -> Int? {
             guard let s = n.scalar?.string, let v = Int(s) else { fail(n, "'\(key)' must be an integer"); return nil }
             guard v >= min else { fail(n, "'\(key)' must be at least \(min)"); return nil }
+            guard v <= max else { fail(n, "'\(key)' must be at most \(max)"); return nil }
             return v
         }
 
@@ -232,7 +248,7 @@ public enum ConfigLoader {
         }
 
         mutating func readRoot(_ n: Node, into c: inout GatewayConfig) {
-            let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks", "policy", "policyWatch", "dns", "greylist"]
+            let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks", "policy", "policyWatch", "dns", "greylist", "allowUntrustedRouting"]
             var listenerNodes: [Node] = []
             var heloNode: Node?
             for (key, _, v) in mapping(n, "top level", allowed: keys) {
@@ -263,8 +279,9 @@ public enum ConfigLoader {
                     heloNode = v.mapping?.first { $0.key.string == "helo" }?.key
                 case "policy": if let s = string(v, key) { c.policy = s }
                 case "policyWatch": if let i = int(v, key) { c.policyWatch = i }
+                case "allowUntrustedRouting": if let b = bool(v, key) { c.allowUntrustedRouting = b }
                 case "dns":
-                    for (k, _, dv) in mapping(v, "dns", allowed: ["servers", "timeout", "attempts", "cacheSize", "selfTestInterval"]) {
+                    for (k, _, dv) in mapping(v, "dns", allowed: ["servers", "timeout", "attempts", "cacheSize", "maxInFlight", "selfTestInterval"]) {
                         switch k {
                         case "servers":
                             if let l = strings(dv, k) {
@@ -275,6 +292,7 @@ public enum ConfigLoader {
                             if let t = dv.scalar?.string, let d = Double(t), d > 0, d <= 30 { c.dns.timeout = d } else { fail(dv, "'timeout' must be a number of seconds, above 0 and at most 30") }
                         case "attempts": if let i = int(dv, k, min: 1) { c.dns.attempts = i }
                         case "cacheSize": if let i = int(dv, k, min: 0) { c.dns.cacheSize = i }
+                        case "maxInFlight": if let i = int(dv, k, min: 1, max: 100_000) { c.dns.maxInFlight = i }
                         default: if let i = int(dv, k) { c.dns.selfTestInterval = i }
                         }
                     }
@@ -347,7 +365,7 @@ public enum ConfigLoader {
             var l = ListenerConfig()
             let keys: Set = ["name", "bind", "connectBacklog", "tls", "helloName", "smtpGreeting", "connectionTimeout",
                              "connectionLimit", "connectionLimitPerIP", "authRequired", "authorizedAddresses",
-                             "verifyIdentity", "maxmessagesize", "heloEhloEnforcement", "addressBracketsEnforcement",
+                             "verifyIdentity", "dataDeadline", "maxmessagesize", "heloEhloEnforcement", "addressBracketsEnforcement",
                              "handlerchain", "maxRecipients", "maxUnrecognizedCommands", "protocol", "policy"]
             for (key, _, v) in mapping(n, "listener", allowed: keys) {
                 switch key {
@@ -375,7 +393,8 @@ public enum ConfigLoader {
                         l.helloName = s == "autodetect" ? .autodetect : .name(s.isEmpty ? "localhost" : s)
                     }
                 case "smtpGreeting": if let s = string(v, key) { l.smtpGreeting = s }
-                case "connectionTimeout": if let i = int(v, key, min: 1) { l.connectionTimeout = i }
+                case "connectionTimeout": if let i = int(v, key, min: 1, max: 86400) { l.connectionTimeout = i }
+                case "dataDeadline": if let i = int(v, key, min: 1, max: 86400) { l.dataDeadline = i }
                 case "connectionLimit": if let i = int(v, key) { l.connectionLimit = i }
                 case "connectionLimitPerIP": if let i = int(v, key) { l.connectionLimitPerIP = i }
                 case "authRequired":
@@ -393,7 +412,7 @@ public enum ConfigLoader {
                         l.authorizedAddresses = nets
                     }
                 case "verifyIdentity": if let b = bool(v, key) { l.verifyIdentity = b }
-                case "maxmessagesize": if let i = int(v, key) { l.maxmessagesize = i }
+                case "maxmessagesize": if let i = int(v, key, max: ListenerConfig.maxMessageSizeCeiling) { l.maxmessagesize = i }
                 case "heloEhloEnforcement": if let b = bool(v, key) { l.heloEhloEnforcement = b }
                 case "addressBracketsEnforcement": if let b = bool(v, key) { l.addressBracketsEnforcement = b }
                 case "maxRecipients": if let i = int(v, key, min: 1) { l.maxRecipients = i }
@@ -423,7 +442,8 @@ public enum ConfigLoader {
         /// load time.
         func resolveHostNetwork(_ s: String) -> IPNetwork? {
             let parts = s.split(separator: "/", maxSplits: 1)
-            let host = String(parts[0])
+            guard let first = parts.first else { return nil }
+            let host = String(first)
             guard AddressParser.isDomain(Substring(host), allowUTF8: false) else { return nil }
             var hints = addrinfo()
             hints.ai_family = AF_UNSPEC

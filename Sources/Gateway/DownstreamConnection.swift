@@ -58,8 +58,13 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
             failAll(.protocolError("malformed reply line"), context: context)
             return
         }
-        let code = Int(String(decoding: u[0...2], as: UTF8.self))!
+        let code = Int(u[0] - 0x30) * 100 + Int(u[1] - 0x30) * 10 + Int(u[2] - 0x30)
         let rest = u.count > 4 ? String(decoding: u[4...], as: UTF8.self) : ""
+        // A reply of endless continuation lines is a broken or hostile downstream.
+        guard lines.count < Self.maxReplyLines else {
+            failAll(.protocolError("reply of more than \(Self.maxReplyLines) lines"), context: context)
+            return
+        }
         lines.append(rest)
         if u.count > 3 && u[3] == UInt8(ascii: "-") { return }
         let reply = Self.makeReply(code: code, lines: lines)
@@ -70,6 +75,9 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         pending.removeFirst().succeed(reply)
     }
+
+    /// The most lines one downstream reply may have.
+    static let maxReplyLines = 100
 
     /// Splits an RFC 3463 code off the text when the downstream sends one.
     static func makeReply(code: Int, lines: [String]) -> SMTPReply {

@@ -12,7 +12,10 @@ public struct Envelope: Sendable {
 
 /// What happened downstream, and what the client is told.
 public struct DeliveryOutcome: Sendable {
-    public enum Kind: String, Sendable { case delivered, rejected, tempfailed }
+    /// `unknown`: the final dot went out and no answer came back (RFC 1047). The message may
+    /// have been delivered; it is never sent again by the gateway, and the client hears 451.
+    /// `localError`: the gateway could not read its own copy; nothing was delivered.
+    public enum Kind: String, Sendable { case delivered, rejected, tempfailed, unknown, localError = "local-error" }
     public var kind: Kind
     /// The reply for the client.
     public var reply: SMTPReply
@@ -80,6 +83,9 @@ public final class Forwarder: @unchecked Sendable {
                     markAlive(name)
                     return DeliveryOutcome(kind: .delivered, reply: SMTPReply(250, "2.0.0", "Ok: delivered as \(file)"),
                                            target: name, detail: "maildir \(file)")
+                } catch let e as SpoolReadError {
+                    return DeliveryOutcome(kind: .localError, reply: SMTPReply(451, "4.3.0", "Local error reading the message, try again later"),
+                                           target: name, detail: "\(e); nothing delivered")
                 } catch {
                     lastError = "maildir: \(error)"
                     markDead(name)
@@ -87,8 +93,13 @@ public final class Forwarder: @unchecked Sendable {
             case .smtp(let host, let port):
                 do {
                     let outcome = try await smtpDeliver(env, prefix: prefix, spool: spool, name: name, host: host, port: port)
-                    markAlive(name)
+                    // Once the dot is out the outcome is final, whatever it is: no other target
+                    // is tried, so no message is sent twice.
+                    if outcome.kind == .unknown { markDead(name) } else if outcome.kind != .localError { markAlive(name) }
                     return outcome
+                } catch let e as SpoolReadError {
+                    return DeliveryOutcome(kind: .localError, reply: SMTPReply(451, "4.3.0", "Local error reading the message, try again later"),
+                                           target: name, detail: "\(e); nothing delivered")
                 } catch {
                     lastError = "\(error)"
                     markDead(name)
@@ -242,16 +253,43 @@ public final class Forwarder: @unchecked Sendable {
         var stuffer = DotStuffer()
         var out = ByteBufferAllocator().buffer(capacity: 70 * 1024)
         stuffer.stuff(ByteBuffer(string: prefix), into: &out)
-        try await spool.forEachChunk { chunk in
-            stuffer.stuff(chunk, into: &out)
-            if out.readableBytes >= 64 * 1024 {
-                try await conn.write(out)
-                out.clear()
+        do {
+            try await spool.forEachChunk { chunk in
+                stuffer.stuff(chunk, into: &out)
+                if out.readableBytes >= 64 * 1024 {
+                    try await conn.write(out)
+                    out.clear()
+                }
             }
+        } catch let e as SpoolReadError {
+            // The dot has not gone out: closing the connection makes the downstream drop it.
+            conn.close()
+            throw e
         }
         out.writeString(stuffer.terminator())
-        let final = try await conn.expectReplies(1, write: out, timeout: config.dataTimeout, what: "end of data").first!
-        if final.code == 421 { throw DownstreamError.badGreeting(final) }
+        return await finalReply(to: out, conn: conn)
+    }
+
+    /// Sends the last chunk with the final dot and reads the answer. From here on nothing is
+    /// retried: a drop, a timeout or a 421 leaves the outcome unknown (RFC 1047), the client
+    /// hears 451 and the gateway never sends this message again.
+    private func finalReply(to out: ByteBuffer, conn: DownstreamConnection) async -> DeliveryOutcome {
+        let final: SMTPReply
+        do {
+            guard let r = try await conn.expectReplies(1, write: out, timeout: config.dataTimeout, what: "end of data").first else {
+                throw DownstreamError.protocolError("no reply after end of data")
+            }
+            final = r
+        } catch {
+            conn.close()
+            return DeliveryOutcome(kind: .unknown, reply: Forwarder.unknownAfterDot, target: conn.target,
+                                   detail: "after end of data: \(error); delivery status unknown, not resent")
+        }
+        if final.code == 421 {
+            conn.close()
+            return DeliveryOutcome(kind: .unknown, reply: Forwarder.unknownAfterDot, target: conn.target,
+                                   detail: "end of data: \(final.summary); not resent")
+        }
         if final.code / 100 == 2 {
             checkin(conn)
             return DeliveryOutcome(kind: .delivered, reply: passThrough(final), target: conn.target, detail: final.summary)
@@ -260,6 +298,8 @@ public final class Forwarder: @unchecked Sendable {
         return DeliveryOutcome(kind: final.isTransient ? .tempfailed : .rejected, reply: passThrough(final),
                                target: conn.target, detail: "end of data: \(final.summary)")
     }
+
+    static let unknownAfterDot = SMTPReply(451, "4.4.2", "Downstream connection lost after end of data; the message may have been delivered, try again later")
 
     /// The downstream's reply for the client, with an enhanced code added where the
     /// downstream sent none.

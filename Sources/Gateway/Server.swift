@@ -42,8 +42,14 @@ final class ConnectionTracker: @unchecked Sendable {
 /// A session as the shutdown logic sees it.
 final class SessionHandle: @unchecked Sendable {
     let channel: Channel
+    /// Guarded by the registry's lock.
     var inTransaction = false
-    var closedByServer = false
+    /// Written by shutdown, read by the session's task: behind its own lock.
+    private let closedBox = NIOLockedValueBox(false)
+    var closedByServer: Bool {
+        get { closedBox.withLockedValue { $0 } }
+        set { closedBox.withLockedValue { $0 = newValue } }
+    }
     init(channel: Channel) { self.channel = channel }
 }
 
@@ -85,31 +91,90 @@ final class SessionRegistry: @unchecked Sendable {
     func all() -> [SessionHandle] { lock.lock(); defer { lock.unlock() }; return Array(sessions.values) }
 }
 
-/// Enforces connectionTimeout. When the client has sent nothing for that long *while the
-/// session waits for it*, fires `IdleTimeout` into the pipeline; the session answers
-/// 421 4.4.2 and closes. Time the session spends on checks or on the downstream does not
-/// count against the client. When nothing could be written for that long because the
-/// client does not read its replies, the connection is closed.
+/// Enforces connectionTimeout as a deadline for a whole line (Postfix's
+/// smtpd_per_request_deadline): from the moment the session waits for the client, the next
+/// complete line must arrive within the timeout, however the client trickles its bytes in.
+/// Past it, fires `IdleTimeout` into the pipeline; the session answers 421 4.4.2 and closes.
+/// Time the session spends on checks or on the downstream does not count against the
+/// client. (Writes are watched by an IdleStateHandler: a client that does not read its
+/// replies for that long is closed.)
 struct IdleTimeout: Error {}
 
-final class IdleTimeoutHandler: ChannelInboundHandler, Sendable {
+final class IdleTimeoutHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = SMTPLine
-    /// True while the session is working on a command rather than waiting for input.
-    let busy = NIOLockedValueBox(false)
+    typealias InboundOut = SMTPLine
+    let timeout: TimeAmount
+    private struct State {
+        var busy = false
+        /// When the session last began to wait for the client.
+        var waitingSince = NIODeadline.now()
+    }
+    private let state = NIOLockedValueBox(State())
+    // Event loop only:
+    private var context: ChannelHandlerContext?
+    private var lastLine = NIODeadline.now()
+    private var timer: Scheduled<Void>?
+
+    init(timeout: TimeAmount) {
+        self.timeout = timeout
+    }
+
+    /// True while the session works on a command rather than waits for input. Cheap: a
+    /// lock, no event-loop hop; the timer reads it when it fires.
+    func setBusy(_ busy: Bool) {
+        state.withLockedValue { s in
+            if s.busy && !busy { s.waitingSince = .now() }
+            s.busy = busy
+        }
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        lastLine = .now()
+        schedule(at: lastLine + timeout)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastLine = .now()
+        context.fireChannelRead(data)
+    }
+
+    private func schedule(at deadline: NIODeadline) {
+        guard let loop = context?.eventLoop else { return }
+        timer = loop.scheduleTask(deadline: deadline) { [self] in check() }
+    }
+
+    private func check() {
+        guard let context else { return }
+        let (busy, since) = state.withLockedValue { ($0.busy, $0.waitingSince) }
+        let start = max(since, lastLine)
+        if busy {
+            schedule(at: .now() + timeout)
+        } else if start + timeout <= .now() {
+            context.fireErrorCaught(IdleTimeout())
+        } else {
+            schedule(at: start + timeout)
+        }
+    }
+}
+
+/// Closes a connection whose client has not read its replies for connectionTimeout.
+final class WriteStallHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard let e = event as? IdleStateHandler.IdleStateEvent else {
-            context.fireUserInboundEventTriggered(event)
+        if let e = event as? IdleStateHandler.IdleStateEvent, e == .write {
+            if !context.channel.isWritable { context.close(promise: nil) }
             return
         }
-        switch e {
-        case .read:
-            if !busy.withLockedValue({ $0 }) { context.fireErrorCaught(IdleTimeout()) }
-        case .write:
-            if !context.channel.isWritable { context.close(promise: nil) }
-        default:
-            break
-        }
+        context.fireUserInboundEventTriggered(event)
     }
 }
 
@@ -180,6 +245,7 @@ public final class GatewayServer: @unchecked Sendable {
         rc.timeout = d.timeout
         rc.attempts = d.attempts
         rc.cacheSize = d.cacheSize
+        rc.maxInFlight = d.maxInFlight
         return DNSResolver(config: rc, group: group)
     }
 
@@ -313,6 +379,21 @@ public final class GatewayServer: @unchecked Sendable {
         }.joined(separator: "|")
     }
 
+    /// Raises RLIMIT_NOFILE to its hard limit and logs it (`mailgate serve` calls it once at
+    /// start); warns when even that is below what the connection limits can use.
+    public func raiseDescriptorLimit() {
+        let connections = config.listeners.reduce(0) { $0 + ($1.connectionLimit > 0 ? $1.connectionLimit : 10_000) }
+        let needed = ResourceLimits.neededOpenFiles(connections: connections, dnsInFlight: config.dns.maxInFlight)
+        let r = ResourceLimits.raiseOpenFiles(needed: needed)
+        let enough = r.after >= needed
+        shared.log.append(LogRecord(event: "limits.nofile", session: nil, fields: [
+            ("before", .int(r.before)), ("after", .int(r.after)), ("needed", .int(needed)), ("alert", .bool(!enough)),
+        ]))
+        if !enough {
+            FileHandle.standardError.write(Data("mailgate: descriptor limit \(r.after) is below the \(needed) the connection limits can use; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower connectionLimit\n".utf8))
+        }
+    }
+
     /// Binds all listeners and starts accepting.
     public func start() async throws {
         for l in config.listeners {
@@ -327,9 +408,10 @@ public final class GatewayServer: @unchecked Sendable {
                     .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                     .bind(host: addr.host, port: addr.port) { channel in
                         channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: timeout, writeTimeout: timeout))
+                            try channel.pipeline.syncOperations.addHandler(IdleStateHandler(writeTimeout: timeout))
+                            try channel.pipeline.syncOperations.addHandler(WriteStallHandler())
                             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineFramer(maxLineLength: 1000)))
-                            let idle = IdleTimeoutHandler()
+                            let idle = IdleTimeoutHandler(timeout: timeout)
                             try channel.pipeline.syncOperations.addHandler(idle)
                             // Up to 128 buffered lines (≤ 128 KB) per connection before reading
                             // pauses: enough that pipelined commands and DATA lines do not
@@ -345,7 +427,7 @@ public final class GatewayServer: @unchecked Sendable {
                         try await withThrowingDiscardingTaskGroup { group in
                             for try await (conn, idle) in inbound {
                                 // The policy is taken when the session starts and kept to its end.
-                                let policy = policies.current[l.name]!
+                                guard let policy = policies.current[l.name] else { continue }
                                 group.addTask {
                                     await Session.handle(conn, idle: idle, listener: l, helloName: helloName, policy: policy, shared: shared)
                                 }

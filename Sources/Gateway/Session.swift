@@ -38,7 +38,14 @@ final class Session {
     var esmtp = false
     var txn: Transaction?
     var transactions = 0
-    var unrecognized = 0
+    /// Refused commands since the last accepted message (Postfix's hard error count).
+    var errors = 0
+    /// HELO, EHLO, NOOP, RSET, VRFY and HELP since the last accepted message; past
+    /// `maxJunkCommands` each one also counts as an error.
+    var junk = 0
+    /// True while answering a client command (not the greeting or a timeout).
+    var answering = false
+    var closeLogged = false
     let started = ContinuousClock.now
     let clientIPText: String
 
@@ -161,7 +168,35 @@ final class Session {
 
     // MARK: I/O
 
+    /// The most harmless commands a client may repeat between accepted messages before each
+    /// counts as an error (Postfix's smtpd_junk_command_limit).
+    static let maxJunkCommands = 100
+
+    /// Sends a reply. A 4xx or 5xx answer to a command counts as an error (except 452 for
+    /// too many recipients); past maxUnrecognizedCommands the client gets 421 instead and
+    /// the session ends (returns false).
     func send(_ r: SMTPReply) async -> Bool {
+        if answering, r.code >= 400, r.code != 421, r.enhanced != "4.5.3", !countError(r.summary) {
+            return await closeForErrors()
+        }
+        return await write(r)
+    }
+
+    /// Counts an error; false when the limit is passed.
+    func countError(_ what: String) -> Bool {
+        errors += 1
+        return errors <= listener.maxUnrecognizedCommands
+    }
+
+    func closeForErrors() async -> Bool {
+        logDecision(stage: currentStage, check: "protocol", result: "too-many-errors", action: "tempfail", reply: .tooManyErrors,
+                    reason: "\(errors) refused commands (limit maxUnrecognizedCommands \(listener.maxUnrecognizedCommands))")
+        _ = await write(.tooManyErrors)
+        close(.tooManyErrors)
+        return false
+    }
+
+    func write(_ r: SMTPReply) async -> Bool {
         do {
             try await outbound.write(ByteBuffer(string: r.encoded))
             return true
@@ -171,6 +206,8 @@ final class Session {
     }
 
     func close(_ reason: CloseReason, detail: String? = nil) {
+        if closeLogged { return }
+        closeLogged = true
         let d = (ContinuousClock.now - started).components
         var f: [(String, JSONValue)] = [("reason", .string(reason.rawValue)), ("transactions", .int(transactions)),
                                         ("duration_ms", .int(Int(d.seconds) * 1000 + Int(d.attoseconds / 1_000_000_000_000_000)))]
@@ -217,9 +254,11 @@ final class Session {
                 close(handle.closedByServer ? .shutdown : .clientClosed)
                 return
             }
-            idle.busy.withLockedValue { $0 = true }
+            idle.setBusy(true)
+            answering = true
             let keepGoing = await command(line, &inbound)
-            idle.busy.withLockedValue { $0 = false }
+            answering = false
+            idle.setBusy(false)
             if !keepGoing { return }
         }
     }
@@ -232,10 +271,9 @@ final class Session {
     /// Handles one command line; false ends the session.
     func command(_ line: SMTPLine, _ inbound: inout Inbound) async -> Bool {
         if line.overflow || line.wireLength > 512 {
-            unrecognized += 1
             logDecision(stage: currentStage, check: "protocol", result: "line-too-long", action: "reject", reply: .lineTooLong,
                         reason: "command line of \(line.wireLength)\(line.overflow ? "+" : "") octets exceeds 512")
-            return await errorReply(.lineTooLong)
+            return await send(.lineTooLong)
         }
         let text = String(decoding: line.bytes.readableBytesView, as: UTF8.self)
         let parsed = CommandParser.parse(text, options: CommandParserOptions(addressBracketsEnforcement: listener.addressBracketsEnforcement),
@@ -251,10 +289,9 @@ final class Session {
                 close(.forbiddenCommand)
                 return false
             }
-            unrecognized += 1
             logDecision(stage: currentStage, check: "protocol", result: "unrecognized", action: "reject",
                         reply: CommandError.unrecognized(verb).reply, reason: "unrecognized command \(verb)")
-            return await errorReply(CommandError.unrecognized(verb).reply)
+            return await send(CommandError.unrecognized(verb).reply)
         case .failure(.syntax(let r)):
             logDecision(stage: currentStage, check: "protocol", result: "syntax", action: r.isTransient ? "tempfail" : "reject",
                         reply: r, reason: "bad syntax: \(String(text.prefix(100)))")
@@ -263,6 +300,16 @@ final class Session {
             cmd = c
         }
 
+        switch cmd {
+        case .helo, .ehlo, .noop, .rset, .vrfy, .help:
+            junk += 1
+            if junk > Session.maxJunkCommands && !countError(cmd.verb) {
+                logDecision(stage: currentStage, check: "protocol", result: "junk-commands", action: "tempfail", reply: .tooManyErrors,
+                            reason: "more than \(Session.maxJunkCommands) \(cmd.verb)/NOOP/RSET/VRFY/HELP/HELO commands without a message")
+                return await closeForErrors()
+            }
+        default: break
+        }
         switch cmd {
         case .helo(let name), .ehlo(let name):
             return await greet(name, extended: { if case .ehlo = cmd { return true } else { return false } }())
@@ -292,18 +339,6 @@ final class Session {
             logDecision(stage: currentStage, check: "protocol", result: "not-implemented", action: "reject", reply: r, reason: "\(cmd.verb) is not offered")
             return await send(r)
         }
-    }
-
-    /// Replies to an error; past maxUnrecognizedCommands says 421 and closes.
-    func errorReply(_ r: SMTPReply) async -> Bool {
-        if unrecognized > listener.maxUnrecognizedCommands {
-            logDecision(stage: currentStage, check: "protocol", result: "too-many-errors", action: "tempfail", reply: .tooManyErrors,
-                        reason: "\(unrecognized) unrecognized commands (limit \(listener.maxUnrecognizedCommands))")
-            _ = await send(.tooManyErrors)
-            close(.tooManyErrors)
-            return false
-        }
-        return await send(r)
     }
 
     func badSequence(_ text: String) async -> Bool {
@@ -381,8 +416,10 @@ final class Session {
 
     // MARK: RCPT
 
-    func rcpt(_ to: Mailbox) async -> Bool {
+    func rcpt(_ given: Mailbox) async -> Bool {
         guard txn != nil else { return await badSequence("Need MAIL before RCPT") }
+        // `user@local.` is the same mailbox as `user@local`; it is forwarded without the dot.
+        let to = given.withoutTrailingDot
         txn!.rcptAttempted = true
         ctx.recipient = to
         if txn!.recipients.count >= listener.maxRecipients {
@@ -392,17 +429,15 @@ final class Session {
             return await send(r)
         }
         let local = to.domain.isEmpty || shared.config.isLocal(domain: to.domain)
+        if let refusal = RelayControl.check(to, isLocal: local, clientTrusted: ctx.clientAuthorized, client: clientIPText,
+                                            allowUntrustedRouting: shared.config.allowUntrustedRouting) {
+            logDecision(stage: .rcpt, check: "relay", result: refusal.result, action: "reject", reply: refusal.reply,
+                        reason: refusal.reason, extra: stageContext(.rcpt))
+            return await send(refusal.reply)
+        }
         if !local {
-            if ctx.clientAuthorized {
-                logDecision(stage: .rcpt, check: "relay", result: "authorized", action: "continue", reply: nil,
-                            reason: "client \(clientIPText) matches authorizedAddresses", extra: stageContext(.rcpt))
-            } else {
-                let r = SMTPReply(550, "5.7.1", "<\(to)>: Relay access denied")
-                logDecision(stage: .rcpt, check: "relay", result: "denied", action: "reject", reply: r,
-                            reason: "domain \(to.domainKey) is not local and client \(clientIPText) is not in authorizedAddresses",
-                            extra: stageContext(.rcpt))
-                return await send(r)
-            }
+            logDecision(stage: .rcpt, check: "relay", result: "authorized", action: "continue", reply: nil,
+                        reason: "client \(clientIPText) matches authorizedAddresses", extra: stageContext(.rcpt))
         }
         let outcome = await runStage(.rcpt)
         if let r = outcome.action.reply { return await send(r) }
@@ -441,13 +476,16 @@ final class Session {
             return await send(r)
         }
         guard await send(SMTPReply(354, nil, "End data with <CR><LF>.<CR><LF>")) else { close(.clientClosed); return false }
-        idle.busy.withLockedValue { $0 = false }
-        defer { idle.busy.withLockedValue { $0 = true } }
+        idle.setBusy(false)
+        defer { idle.setBusy(true) }
 
         let max = listener.maxMessageOctets
         var reader = DataReader(maxLineLength: 1000)
         let spool = MessageSpool(directory: shared.config.spoolDirectory, memoryLimit: shared.config.spoolMemoryLimit)
-        var headerBlock = ByteBuffer()
+        // The header section is gathered field by field (bounded by maxHeaderOctets, dropped
+        // fields included); each whole field is judged, spooled and shown to the observers.
+        var assembler = HeaderFieldAssembler(maxOctets: Session.maxHeaderOctets)
+        var headers: [HeaderField] = []
         var collectingHeaders = true
         var truncated = false
         var dataOutcome: StageDecision?
@@ -456,15 +494,34 @@ final class Session {
         let observers: [(String, MessageObserver)] = policy.checks.compactMap { pc in
             (pc.check as? StreamingCheck).map { ($0.name, $0.makeObserver()) }
         }
-        var field: [UInt8] = []
         var separatorSeen = false
         var bodyChunk: [UInt8] = []
         // Incoming Authentication-Results that claim to be ours are removed (RFC 8601 §5).
-        var droppingField = false
         var droppedAR = 0
-        let authservPrefix = Array((helloName.lowercased() + ";").utf8)
 
+        func take(_ field: [UInt8]) {
+            if AuthenticationResults.claims(field, authservID: helloName) { droppedAR += 1; return }
+            if let h = HeaderParser.field(field) { headers.append(HeaderField(h.0, h.1)) }
+            if truncated { return }
+            for (_, o) in observers { o.header(field) }
+            spool.appendLine(ByteBuffer(bytes: field))
+        }
+        func endHeaders() {
+            if let f = assembler.finish() { take(f) }
+            if !truncated && !assembler.tooLarge { for (_, o) in observers { o.endOfHeaders() } }
+            collectingHeaders = false
+        }
+
+        let dataStarted = ContinuousClock.now
         while !ended {
+            if ContinuousClock.now - dataStarted > .seconds(listener.dataDeadline) {
+                let r = SMTPReply(451, "4.4.2", "DATA took longer than \(listener.dataDeadline)s; message discarded")
+                _ = await write(r)
+                logDecision(stage: .data, check: "protocol", result: "data-deadline", action: "tempfail", reply: r,
+                            reason: "DATA phase over dataDeadline \(listener.dataDeadline)s; message discarded", extra: stageContext(.data))
+                close(.timeout)
+                return false
+            }
             let line: SMTPLine?
             do {
                 line = try await inbound.next()
@@ -487,34 +544,21 @@ final class Session {
                 case .end:
                     ended = true
                 case .headersComplete:
-                    idle.busy.withLockedValue { $0 = true }
-                    defer { idle.busy.withLockedValue { $0 = false } }
-                    if !observers.isEmpty {
-                        if !field.isEmpty { for (_, o) in observers { o.header(field) } }
-                        field = []
-                        for (_, o) in observers { o.endOfHeaders() }
-                    }
-                    collectingHeaders = false
-                    ctx.headers = HeaderParser.parse(headerBlock).map { HeaderField($0.0, $0.1) }
+                    idle.setBusy(true)
+                    defer { idle.setBusy(false) }
+                    endHeaders()
+                    ctx.headers = headers
                     ctx.messageSize = reader.size
                     dataOutcome = await runStage(.data)
                 case .content(let buf):
-                    let first = buf.readableBytesView.first
-                    let continuation = first == 0x20 || first == 0x09
-                    if collectingHeaders && headerBlock.readableBytes < 256 * 1024 {
-                        var b = buf
-                        headerBlock.writeBuffer(&b)
-                        headerBlock.writeStaticString("\r\n")
+                    if max > 0 && reader.size > max { truncated = true }
+                    if collectingHeaders {
+                        if let f = assembler.feed(buf.readableBytesView) { take(f) }
+                        continue
                     }
-                    if !observers.isEmpty && !truncated {
-                        if collectingHeaders {
-                            if continuation && !field.isEmpty {
-                                field += [13, 10] + Array(buf.readableBytesView)
-                            } else {
-                                if !field.isEmpty { for (_, o) in observers { o.header(field) } }
-                                field = Array(buf.readableBytesView)
-                            }
-                        } else if !separatorSeen {
+                    if truncated { continue }
+                    if !observers.isEmpty {
+                        if !separatorSeen {
                             separatorSeen = true
                         } else {
                             bodyChunk += buf.readableBytesView
@@ -525,93 +569,41 @@ final class Session {
                             }
                         }
                     }
-                    if collectingHeaders {
-                        if !continuation { droppingField = Session.isAuthenticationResults(buf, authserv: authservPrefix) }
-                        if droppingField {
-                            if !continuation { droppedAR += 1 }
-                            continue
-                        }
-                    }
-                    if truncated { continue }
-                    if max > 0 && spool.size + buf.readableBytes + 2 > max {
-                        truncated = true
-                        continue
-                    }
                     spool.appendLine(buf)
                 }
             }
         }
-        idle.busy.withLockedValue { $0 = true }
+        idle.setBusy(true)
+        if collectingHeaders {
+            endHeaders()
+            ctx.headers = headers
+        }
         if droppedAR > 0 {
             logDecision(stage: .message, check: "headers", result: "removed", action: "continue", reply: nil,
                         reason: "removed \(droppedAR) Authentication-Results field\(droppedAR == 1 ? "" : "s") claiming to be from \(helloName)",
                         extra: stageContext(.message))
         }
-        if !observers.isEmpty {
-            if collectingHeaders {
-                if !field.isEmpty { for (_, o) in observers { o.header(field) } }
-                for (_, o) in observers { o.endOfHeaders() }
-            }
+        if !observers.isEmpty && !assembler.tooLarge {
             if !bodyChunk.isEmpty { for (_, o) in observers { o.body(bodyChunk) } }
             for (name, o) in observers { ctx.streamed[name] = await o.finish() }
         }
-        return await endOfData(spool: spool, reader: reader, headerBlock: headerBlock, collectingHeaders: collectingHeaders,
-                               truncated: truncated, dataOutcome: dataOutcome)
+        return await endOfData(spool: spool, reader: reader, truncated: truncated, headerTooLarge: assembler.tooLarge,
+                               dataOutcome: dataOutcome)
     }
 
-    /// `Authentication-Results: <our authserv-id> [version] [(comment)];…` (RFC 8601 2.2): a
-    /// forgery, only we may write those. A first line that ends after the id (the field is
-    /// folded there) counts too. `authserv` is the id followed by ";".
-    static func isAuthenticationResults(_ line: ByteBuffer, authserv: [UInt8]) -> Bool {
-        let v = Array(line.readableBytesView)
-        let name = Array("authentication-results:".utf8)
-        let lower: (UInt8) -> UInt8 = { $0 >= 0x41 && $0 <= 0x5a ? $0 + 32 : $0 }
-        guard v.count > name.count, zip(v, name).allSatisfy({ lower($0) == $1 }) else { return false }
-        var i = name.count
-        let blank: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0d || $0 == 0x0a }
-        while i < v.count, blank(v[i]) { i += 1 }
-        let id = authserv.last == 0x3b ? authserv.dropLast() : authserv[...]
-        for c in id {
-            guard i < v.count, lower(v[i]) == c else { return false }
-            i += 1
-        }
-        // Then only blanks, one version number after a blank, and comments, up to ";" or the end.
-        var separated = false
-        var sawVersion = false
-        while i < v.count {
-            let b = v[i]
-            if blank(b) {
-                separated = true
-                i += 1
-            } else if b == 0x3b {
-                return true
-            } else if b == 0x28 {
-                var depth = 0
-                repeat {
-                    if v[i] == 0x28 { depth += 1 } else if v[i] == 0x29 { depth -= 1 } else if v[i] == 0x5c { i += 1 }
-                    i += 1
-                } while i < v.count && depth > 0
-                separated = true
-            } else if b >= 0x30 && b <= 0x39 && separated && !sawVersion {
-                while i < v.count, v[i] >= 0x30 && v[i] <= 0x39 { i += 1 }
-                sawVersion = true
-            } else {
-                return false
-            }
-        }
-        return true
-    }
+    /// The most octets of header section a message may have (dropped fields included).
+    static let maxHeaderOctets = 256 * 1024
+    static let headerTooLarge = SMTPReply(552, "5.3.4", "Message header section exceeds \(maxHeaderOctets / 1024) KB; message refused")
 
-    func endOfData(spool: MessageSpool, reader: DataReader, headerBlock: ByteBuffer, collectingHeaders: Bool,
-                   truncated: Bool, dataOutcome: StageDecision?) async -> Bool {
+    func endOfData(spool: MessageSpool, reader: DataReader, truncated: Bool, headerTooLarge: Bool,
+                   dataOutcome: StageDecision?) async -> Bool {
         var t = txn!
         ctx.messageSize = reader.size
         ctx.messageTruncated = truncated
-        let headers = collectingHeaders ? HeaderParser.parse(headerBlock).map { HeaderField($0.0, $0.1) } : ctx.headers
-        ctx.headers = headers
+        let headers = ctx.headers
         let messageID = headers.first { $0.name.lowercased() == "message-id" }?.value ?? ""
 
-        func finish(_ reply: SMTPReply, action: String, downstream: DeliveryOutcome? = nil, durable: Bool = false) async -> Bool {
+        func finish(_ reply: SMTPReply, action: String, downstream: DeliveryOutcome? = nil) async -> Bool {
             var f: [(String, JSONValue)] = [
                 ("transaction", .string(t.id)), ("sender", .string(t.sender.description)),
                 ("recipients", .array(t.recipients.map { .string($0.description) })), ("size", .int(reader.size)),
@@ -621,19 +613,10 @@ final class Session {
             if let d = downstream {
                 f.append(("downstream", .object([("target", .string(d.target)), ("result", .string(d.kind.rawValue)), ("reply", .string(d.detail))])))
             }
-            var answer = reply
-            let rec = record("transaction", f)
-            if durable {
-                do {
-                    try await shared.log.appendDurably(rec)
-                } catch {
-                    answer = SMTPReply(451, "4.3.0", "Local error: decision log unavailable, try again later")
-                }
-            } else {
-                shared.log.append(rec)
-            }
+            shared.log.append(record("transaction", f))
+            if action == "accept" { errors = 0; junk = 0 }
             let shuttingDown = endTransaction()
-            let ok = await send(answer)
+            let ok = await send(reply)
             if shuttingDown {
                 _ = await send(.shuttingDown)
                 close(.shutdown)
@@ -646,6 +629,11 @@ final class Session {
             logDecision(stage: .message, check: "data", result: p.name, action: "reject", reply: p.reply,
                         reason: "message text is not valid SMTP; nothing forwarded", extra: stageContext(.message))
             return await finish(p.reply, action: "reject")
+        }
+        if headerTooLarge {
+            logDecision(stage: .message, check: "limits", result: "header-too-large", action: "reject", reply: Session.headerTooLarge,
+                        reason: "header section over \(Session.maxHeaderOctets) octets; nothing forwarded", extra: stageContext(.message))
+            return await finish(Session.headerTooLarge, action: "reject")
         }
         if spool.failed != 0 {
             let r = SMTPReply.localError
@@ -669,14 +657,26 @@ final class Session {
         }
         let prefix = receivedHeader(t) + HeaderField.mergingAuthenticationResults(t.headers, authserv: helloName).map { "\($0.name): \($0.value)\r\n" }.joined()
         let env = Envelope(sender: t.sender, parameters: t.parameters, recipients: t.recipients)
+        // The decision is made durable before anything goes downstream: once the downstream
+        // has said 250 no log trouble may turn it into a 451 (and a second copy on retry).
+        do {
+            try await shared.log.appendDurably(record("transaction.commit", [
+                ("transaction", .string(t.id)), ("recipients", .int(t.recipients.count)), ("size", .int(reader.size)),
+            ]))
+        } catch {
+            let r = SMTPReply(451, "4.3.0", "Local error: decision log unavailable, try again later")
+            logDecision(stage: .message, check: "log", result: "error", action: "tempfail", reply: r,
+                        reason: "decision could not be made durable: \(error); nothing forwarded")
+            return await finish(r, action: "tempfail")
+        }
         let delivery = await shared.forwarder.deliver(env, prefix: prefix, spool: spool)
         let action: String
         switch delivery.kind {
         case .delivered: action = "accept"
         case .rejected: action = "reject"
-        case .tempfailed: action = "tempfail"
+        case .tempfailed, .unknown, .localError: action = "tempfail"
         }
-        return await finish(delivery.reply, action: action, downstream: delivery, durable: true)
+        return await finish(delivery.reply, action: action, downstream: delivery)
     }
 
     /// RFC 5321 §4.4 trace field.

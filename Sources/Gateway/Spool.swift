@@ -1,5 +1,13 @@
 import Foundation
 import NIOCore
+import NIOConcurrencyHelpers
+
+/// A spool file could not be read back: the message must be tempfailed, never sent cut short.
+public struct SpoolReadError: Error, CustomStringConvertible, Sendable {
+    public var errno: Int32
+    public var offset: Int
+    public var description: String { "spool read failed at octet \(offset): \(String(cString: strerror(errno)))" }
+}
 
 /// Holds one message's content while it is checked and forwarded: in memory up to
 /// `memoryLimit` octets, then in an unlinked temporary file in the spool directory, so a
@@ -68,7 +76,10 @@ public final class MessageSpool: @unchecked Sendable {
         var off = 0
         let count = v.count
         while off < count {
-            let n = v.withContiguousStorageIfAvailable { p in write(fd, p.baseAddress! + off, count - off) } ?? -1
+            let n = v.withContiguousStorageIfAvailable { p -> Int in
+                guard let base = p.baseAddress else { return 0 }
+                return write(fd, base + off, count - off)
+            } ?? -1
             if n < 0 {
                 if errno == EINTR { continue }
                 failed = errno
@@ -78,54 +89,64 @@ public final class MessageSpool: @unchecked Sendable {
         }
     }
 
-    /// The chunk at `offset` (at most `max` octets), or nil at the end.
-    public func chunk(at offset: Int, max: Int = 64 * 1024) -> ByteBuffer? {
+    /// Tests make reads of spilled spools fail at an offset (the errno to give, or nil).
+    static let readFault = NIOLockedValueBox<(@Sendable (Int) -> Int32?)?>(nil)
+
+    /// The chunk at `offset` (at most `max` octets), or nil at the end. A read error, or a
+    /// file shorter than what was written, throws: it is never taken as the end.
+    public func chunk(at offset: Int, max: Int = 64 * 1024) throws(SpoolReadError) -> ByteBuffer? {
         if fd < 0 {
             guard offset < memory.readableBytes else { return nil }
             return memory.getSlice(at: memory.readerIndex + offset, length: min(max, memory.readableBytes - offset))
         }
-        var buf = ByteBufferAllocator().buffer(capacity: max)
-        let n = buf.writeWithUnsafeMutableBytes(minimumWritableBytes: max) { p in
-            let r = pread(fd, p.baseAddress!, max, off_t(offset))
-            return r < 0 ? 0 : r
+        guard offset < size else { return nil }
+        if let fault = MessageSpool.readFault.withLockedValue({ $0 }), let e = fault(offset) {
+            throw SpoolReadError(errno: e, offset: offset)
         }
-        return n == 0 ? nil : buf
+        let want = min(max, size - offset)
+        var buf = ByteBufferAllocator().buffer(capacity: want)
+        var err: Int32 = 0
+        let n = buf.writeWithUnsafeMutableBytes(minimumWritableBytes: want) { p in
+            guard let base = p.baseAddress else { return 0 }
+            while true {
+                let r = pread(fd, base, want, off_t(offset))
+                if r < 0 && errno == EINTR { continue }
+                if r < 0 { err = errno; return 0 }
+                return r
+            }
+        }
+        if err != 0 { throw SpoolReadError(errno: err, offset: offset) }
+        if n == 0 { throw SpoolReadError(errno: EIO, offset: offset) }
+        return buf
     }
 
     /// Reads the content back in chunks, in order.
     public func forEachChunk(_ body: (ByteBuffer) async throws -> Void) async throws {
         var offset = 0
-        while let c = chunk(at: offset) {
+        while let c = try chunk(at: offset) {
             offset += c.readableBytes
             try await body(c)
         }
     }
 
-    public func forEachChunkSync(_ body: (ByteBuffer) throws -> Void) rethrows {
+    public func forEachChunkSync(_ body: (ByteBuffer) throws -> Void) throws {
         var offset = 0
-        while let c = chunk(at: offset, max: 256 * 1024) {
+        while let c = try chunk(at: offset, max: 256 * 1024) {
             offset += c.readableBytes
             try body(c)
         }
     }
 }
 
-/// Parses header fields (RFC 5322 §2.2) from the header block, unfolding continuation lines.
+/// Parses header fields (RFC 5322 §2.2), unfolding continuation lines.
 public enum HeaderParser {
-    public static func parse(_ block: ByteBuffer) -> [(String, String)] {
-        var out: [(String, String)] = []
-        let text = String(decoding: block.readableBytesView, as: UTF8.self)
-        for line in text.split(separator: "\r\n", omittingEmptySubsequences: false) {
-            if line.isEmpty { break }
-            if line.first == " " || line.first == "\t" {
-                if !out.isEmpty { out[out.count - 1].1 += " " + line.trimmingCharacters(in: .whitespaces) }
-                continue
-            }
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            let name = String(line[..<colon]).trimmingCharacters(in: .whitespaces)
-            let value = String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces)
-            out.append((name, value))
-        }
-        return out
+    /// Name and unfolded value of one whole field (its lines joined by CRLF); nil without a colon.
+    public static func field<C: Collection>(_ raw: C) -> (String, String)? where C.Element == UInt8 {
+        let text = String(decoding: raw, as: UTF8.self)
+        guard let colon = text.firstIndex(of: ":") else { return nil }
+        let name = String(text[..<colon]).trimmingCharacters(in: .whitespaces)
+        let value = text[text.index(after: colon)...].split(separator: "\r\n", omittingEmptySubsequences: false)
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.joined(separator: " ")
+        return (name, value)
     }
 }

@@ -64,7 +64,7 @@ public struct SPFEvaluator: Sendable {
     }
 
     func run(ip: IPAddress, sender: String, helo: String) async -> SPFOutcome {
-        let domain = String(sender[sender.index(after: sender.lastIndex(of: "@")!)...])
+        let domain = SPFEvaluator.domainPart(sender)
         let state = SPFState()
         var ctx = Context(ip: ip, sender: sender, helo: helo, domain: canonicalName(domain))
         let r = await checkHost(&ctx, state: state, depth: 0)
@@ -311,8 +311,8 @@ public struct SPFEvaluator: Sendable {
                 var value: String
                 switch letter {
                 case "s": value = ctx.sender
-                case "l": value = String(ctx.sender[..<ctx.sender.lastIndex(of: "@")!])
-                case "o": value = String(ctx.sender[ctx.sender.index(after: ctx.sender.lastIndex(of: "@")!)...])
+                case "l": value = SPFEvaluator.localPart(ctx.sender)
+                case "o": value = SPFEvaluator.domainPart(ctx.sender)
                 case "d": value = ctx.domain
                 case "i":
                     if case .v4 = ctx.ip { value = ctx.ip.description } else {
@@ -341,6 +341,15 @@ public struct SPFEvaluator: Sendable {
             if out.utf8.count > limits.maxExpansion { throw Failure(result: .permerror, problem: "macro expansion longer than \(limits.maxExpansion) octets") }
         }
         return out
+    }
+
+    /// The parts of `local@domain` around the last "@"; `check` always gives the sender one.
+    static func localPart(_ sender: String) -> String {
+        sender.lastIndex(of: "@").map { String(sender[..<$0]) } ?? "postmaster"
+    }
+
+    static func domainPart(_ sender: String) -> String {
+        sender.lastIndex(of: "@").map { String(sender[sender.index(after: $0)...]) } ?? sender
     }
 
     static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")

@@ -148,7 +148,10 @@ extension SPFEvaluator {
     static func isDottedQuad(_ s: String) -> Bool {
         let parts = s.split(separator: ".", omittingEmptySubsequences: false)
         return parts.count == 4 && parts.allSatisfy { p in
-            !p.isEmpty && p.count <= 3 && p.allSatisfy(\.isNumber) && (p.count == 1 || p.first != "0") && Int(p)! <= 255
+            // ASCII digits only: Character.isNumber is also true for "٣" or "Ⅻ", which Int() refuses.
+            guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0.isASCII && $0.isNumber }), p.count == 1 || p.first != "0",
+                  let v = Int(p) else { return false }
+            return v <= 255
         }
     }
 

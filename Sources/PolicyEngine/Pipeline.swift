@@ -17,7 +17,18 @@ public enum Stage: String, CaseIterable, Sendable, Comparable {
     case connect, helo, mail, rcpt, data, message
 
     public static func < (a: Stage, b: Stage) -> Bool {
-        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+        a.order < b.order
+    }
+
+    var order: Int {
+        switch self {
+        case .connect: return 0
+        case .helo: return 1
+        case .mail: return 2
+        case .rcpt: return 3
+        case .data: return 4
+        case .message: return 5
+        }
     }
 }
 

@@ -150,14 +150,20 @@ public struct YAMLReader {
         }
     }
 
+    /// Settings are bounded so that every product made of them (seconds to milliseconds or
+    /// nanoseconds, a count times a size) stays far inside Int.
+    public static let numberLimit = 1_000_000_000.0
+
     public mutating func number(_ n: Node, _ key: String) -> Double? {
         guard let s = n.scalar?.string, let d = Double(s), d.isFinite else { fail(n, "'\(key)' must be a number"); return nil }
+        guard abs(d) <= Self.numberLimit else { fail(n, "'\(key)' must be between -1e9 and 1e9"); return nil }
         return d
     }
 
-    public mutating func int(_ n: Node, _ key: String, min: Int = 0) -> Int? {
+    public mutating func int(_ n: Node, _ key: String, min: Int = 0, max: Int = 1_000_000_000) -> Int? {
         guard let s = n.scalar?.string, let v = Int(s) else { fail(n, "'\(key)' must be an integer"); return nil }
         guard v >= min else { fail(n, "'\(key)' must be at least \(min)"); return nil }
+        guard v <= max else { fail(n, "'\(key)' must be at most \(max)"); return nil }
         return v
     }
 

@@ -1,4 +1,5 @@
 import SMTPProtocol
+import DNSResolver
 
 /// One decision as the decision log records it: a check's result, a rule that fired, a
 /// threshold, or a deferred reply given.
@@ -156,9 +157,11 @@ public final class PolicyRun {
         for pc in policy.checks where pc.check.stages.contains(stage) {
             let check = pc.check
             let start = ContinuousClock.now
+            let localFailuresBefore = DNSResolver.localFailures
             var r = await pipeline.evaluate(check, stage: stage, context: ctx)
             let micros = PolicyRun.micros(ContinuousClock.now - start)
-            PolicyRun.applyOnError(&r, pc.onError)
+            // Out of descriptors or DNS capacity is the gateway's own trouble: never a pass.
+            PolicyRun.applyOnError(&r, r.backendError && DNSResolver.localFailures != localFailuresBefore ? .tempfail : pc.onError)
             if let ptr = r.clientPTR, !ptr.isEmpty {
                 clientPTR = ptr
                 ctx.clientPTR = ptr

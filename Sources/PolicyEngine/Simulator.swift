@@ -48,6 +48,8 @@ public struct SimulationInput: Sendable {
     public var authorizedAddresses: [IPNetwork] = [IPNetwork("127.0.0.0/8")!, IPNetwork("::1/128")!]
     /// Octets; 0 = unlimited.
     public var maxMessageSize = 0
+    /// As the gateway's `allowUntrustedRouting`.
+    public var allowUntrustedRouting = false
     /// Results to use instead of running these checks.
     public var injected: [String: InjectedResult] = [:]
     public init(clientIP: IPAddress) { self.clientIP = clientIP }
@@ -140,13 +142,13 @@ public enum PolicySimulator {
         for r in input.recipients {
             ctx.recipient = r
             let local = r.domain.isEmpty || input.isLocal(r.domain)
-            if !local && !ctx.clientAuthorized && input.authenticatedUser == nil {
-                let reply = SMTPReply(550, "5.7.1", "<\(r)>: Relay access denied")
+            if let refusal = RelayControl.check(r, isLocal: local, clientTrusted: ctx.clientAuthorized || input.authenticatedUser != nil,
+                                                client: input.clientIP.description, allowUntrustedRouting: input.allowUntrustedRouting) {
                 out.steps.append(.init(stage: .rcpt, label: "RCPT TO:<\(r)>", verdicts: [
-                    PolicyVerdict(stage: .rcpt, check: "relay", result: "denied", action: "reject", reply: reply,
-                                  reason: "domain \(r.domain.lowercased()) is not local and the client is not authorized"),
-                ], reply: reply))
-                if firstRefusal == nil { firstRefusal = .reject(reply) }
+                    PolicyVerdict(stage: .rcpt, check: "relay", result: refusal.result, action: "reject", reply: refusal.reply,
+                                  reason: refusal.reason),
+                ], reply: refusal.reply))
+                if firstRefusal == nil { firstRefusal = .reject(refusal.reply) }
                 continue
             }
             a = await step(.rcpt, "RCPT TO:<\(r)>")

@@ -18,6 +18,28 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
         return d
     }
     public var isASCII: Bool { description.utf8.allSatisfy { $0 < 0x80 } }
+
+    /// The first routing character in the local part, read without its quoting: `%`
+    /// (`user%remote@local`), `!` (`remote!user@local`) or `@` (`"user@remote"@local`). A
+    /// downstream with Postfix's default `allow_percent_hack` or `swap_bangpath` would relay
+    /// such an address.
+    public var routingCharacter: Character? {
+        var escaped = false
+        for c in localPart {
+            if escaped { escaped = false; if "%!@".contains(c) { return c }; continue }
+            if c == "\\" { escaped = true; continue }
+            if "%!@".contains(c) { return c }
+        }
+        return nil
+    }
+
+    /// The same mailbox with the domain's trailing dot removed (`user@local.`), as it is
+    /// compared and forwarded.
+    public var withoutTrailingDot: Mailbox {
+        var d = domain
+        while d.hasSuffix(".") { d.removeLast() }
+        return d == domain ? self : Mailbox(localPart: localPart, domain: d)
+    }
 }
 
 /// Why an address was refused; the session turns each into its RFC reply.

@@ -15,6 +15,7 @@ public struct SMTPLine: Sendable, Equatable {
     /// The length of the whole line on the wire, ending included. For an overlong line that
     /// spanned several reads (its excess discarded unread) this is limit + 1; for one that
     /// arrived in a single read it is the true length. Either way it exceeds the limit.
+    /// An overlong line keeps only its first `SMTPLineFramer.overflowHead` octets.
     public var wireLength: Int
     /// True when the line was longer than the framer's limit.
     public var overflow: Bool
@@ -33,11 +34,16 @@ public struct SMTPLine: Sendable, Equatable {
 
 /// Splits the inbound byte stream at LF into `SMTPLine`s. Memory is bounded: a line longer
 /// than `maxLineLength` octets is not buffered; its excess is dropped and the line is
-/// delivered with `overflow` set once its LF arrives.
+/// delivered with `overflow` set once its LF arrives, holding only its first
+/// `overflowHead` octets. Every line is copied out of the read buffer into storage of its
+/// own size, so a queued line never keeps a whole read buffer alive: the octets queued
+/// per connection are bounded by the lines queued times `maxLineLength`.
 public struct SMTPLineFramer: ByteToMessageDecoder, Sendable {
     public typealias InboundOut = SMTPLine
 
     public let maxLineLength: Int
+    /// How much of an overlong line is kept (for the log).
+    public static let overflowHead = 64
     private var discarding = false
     private var discardedHead: ByteBuffer?
     /// The last byte thrown away while discarding, to tell CRLF from a bare LF when the LF
@@ -73,30 +79,28 @@ public struct SMTPLineFramer: ByteToMessageDecoder, Sendable {
             searchedUpTo = 0
             if discarding {
                 discarding = false
-                var head = discardedHead ?? ByteBuffer()
+                let head = discardedHead ?? ByteBuffer()
                 discardedHead = nil
                 let beforeLF = lf > view.startIndex ? view[lf - 1] : lastDiscarded
                 buffer.moveReaderIndex(forwardBy: length)
-                head.moveWriterIndex(to: min(head.writerIndex, maxLineLength))
                 return SMTPLine(bytes: head, ending: beforeLF == 13 ? .crlf : .bareLF, wireLength: maxLineLength + 1, overflow: true)
             }
-            var line = buffer.readSlice(length: length)!
-            var ending = SMTPLine.Ending.bareLF
-            line.moveWriterIndex(to: line.writerIndex - 1)
-            if line.readableBytesView.last == 13 {
-                line.moveWriterIndex(to: line.writerIndex - 1)
-                ending = .crlf
-            }
+            let beforeLF = lf > view.startIndex ? view[lf - 1] : 0
+            let ending: SMTPLine.Ending = beforeLF == 13 ? .crlf : .bareLF
+            let contentLength = length - (ending == .crlf ? 2 : 1)
             let overflow = length > maxLineLength
+            let kept = overflow ? min(contentLength, headLength) : contentLength
+            let line = Self.copy(view[view.startIndex..<(view.startIndex + kept)])
+            buffer.moveReaderIndex(forwardBy: length)
             return SMTPLine(bytes: line, ending: ending, wireLength: length, overflow: overflow)
         }
         // No LF yet.
-        if view.count > maxLineLength {
+        if view.count > maxLineLength, let last = view.last {
             if !discarding {
                 discarding = true
-                discardedHead = buffer.getSlice(at: buffer.readerIndex, length: min(view.count, 64))
+                discardedHead = Self.copy(view.prefix(headLength))
             }
-            lastDiscarded = view.last!
+            lastDiscarded = last
             buffer.moveReaderIndex(forwardBy: view.count)
             buffer.discardReadBytes()
             searchedUpTo = 0
@@ -104,5 +108,14 @@ public struct SMTPLineFramer: ByteToMessageDecoder, Sendable {
             searchedUpTo = view.count
         }
         return nil
+    }
+
+    /// What is kept of an overlong line: its first octets, never more than the limit.
+    private var headLength: Int { min(Self.overflowHead, maxLineLength) }
+
+    private static func copy(_ bytes: ByteBufferView.SubSequence) -> ByteBuffer {
+        var b = ByteBufferAllocator().buffer(capacity: bytes.count)
+        b.writeBytes(bytes)
+        return b
     }
 }

@@ -62,6 +62,7 @@ struct Serve: AsyncParsableCommand {
             log.close()
             throw ExitCode(2)
         }
+        server.raiseDescriptorLimit()
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         hup.setEventHandler {
             let errors = server.reloadPolicies()
@@ -153,6 +154,7 @@ struct Log: ParsableCommand {
                 print("\(file): cannot read: \(error)")
                 throw ExitCode(2)
             }
+            for n in r.notes { print("NOTE \(n)") }
             if r.ok {
                 print("\(file): OK, \(r.records) records, chain intact (last seq \(r.lastSeq))")
             } else {

@@ -214,3 +214,26 @@ func zone(_ name: String, _ configure: (inout DNSBLCheck.Zone) -> Void = { _ in 
         #expect(p.checks.first?.onError == .pass)
     }
 }
+
+/// A zone that lists IPv6 addresses only is self-tested with the RFC 5782 §5 IPv6 test
+/// points, not disabled for not listing 127.0.0.2.
+@Suite struct DNSBLIPv6SelfTestTests {
+    @Test func anIPv6OnlyZoneIsTestedWithIPv6TestPoints() async throws {
+        let server = try DNSFixtureServer(fixtures: """
+        2.0.0.0.0.0.f.7.f.f.f.f.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.v6.test. 300 IN A 127.0.0.2
+        v6.test. SOA 60
+        """)
+        try await server.start()
+        var c = ResolverConfig(servers: [NameServer("127.0.0.1:\(server.port)")!])
+        c.attempts = 1
+        var o = DNSBLCheck.Options()
+        var z = DNSBLCheck.Zone(zone: "v6.test")
+        z.ipv4 = false
+        o.zones = [z]
+        let check = DNSBLCheck(options: o, resolver: DNSResolver(config: c), health: ZoneHealth())
+        #expect(await check.selfTest() == [])
+        #expect(server.queries.contains("2.0.0.0.0.0.f.7.f.f.f.f.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.v6.test A"))
+        #expect(!server.queries.contains { $0.hasPrefix("2.0.0.127.") })
+        await server.stop()
+    }
+}

@@ -221,31 +221,66 @@ func rewrite(_ path: String, _ body: (inout Data) throws -> Void) throws {
         #expect(v.records == 1)
     }
 
-    @Test func initOnFileWithoutFinalNewlineThrows() throws {
+    /// A write cut short (full disk, crash) leaves a torn tail. Opening keeps it aside, cuts
+    /// the log back to its last valid record, and goes on with a record that says so.
+    @Test func tornTailIsKeptAsideAndTheChainGoesOn() async throws {
         let dir = try TempDir()
         defer { dir.remove() }
         let path = dir.file()
-        try Data("{\"seq\":1,\"prev\":\"\(zeroHash)\"}\n{\"seq\":2,\"pr".utf8).write(to: URL(fileURLWithPath: path))
-        let err = #expect(throws: DecisionLogError.self) { try DecisionLog(path: path) }
-        if case .partialTail(let p)? = err {
-            #expect(p == path)
-        } else {
-            Issue.record("expected .partialTail, got \(String(describing: err))")
-        }
-        #expect(err?.description.contains("ends with a partial record") == true)
+        try await writeLog(path, 1...3)
+        let torn = Data("{\"seq\":4,\"pr".utf8)
+        let handle = try #require(FileHandle(forWritingAtPath: path))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: torn)
+        try handle.close()
+        #expect(!(try LogVerifier.verify(path: path).ok))
+
+        let log = try DecisionLog(path: path)
+        let r = try #require(log.recovered)
+        #expect(r.tornOctets == torn.count)
+        #expect(r.lastGoodSeq == 3)
+        #expect(FileManager.default.contents(atPath: r.keptAt) == torn)
+        #expect(log.append(record(9)) == 5)
+        try await log.flush()
+        log.close()
+
+        let ls = try lines(path).dropLast()
+        #expect(ls.count == 5)
+        let note = try parse(ls[3])
+        #expect(note["event"] as? String == "log.recovered")
+        #expect(note["torn_octets"] as? Int == torn.count)
+        #expect(note["kept_at"] as? String == r.keptAt)
+        #expect(note["last_good_seq"] as? Int == 3)
+        let v = try LogVerifier.verify(path: path)
+        #expect(v.ok, "\(v.problems)")
+        #expect(v.records == 5)
+        #expect(v.notes == ["\(path):4: record 4: a torn tail of \(torn.count) octets after record 3 was cut off at start and kept in \(r.keptAt)"])
     }
 
-    @Test func initOnFileWithUnreadableLastRecordThrows() throws {
+    @Test func aLogWithNoValidRecordIsKeptWholeAndStartsAgain() async throws {
         let dir = try TempDir()
         defer { dir.remove() }
         let path = dir.file()
         try Data("not json at all\n".utf8).write(to: URL(fileURLWithPath: path))
+        let log = try DecisionLog(path: path)
+        let r = try #require(log.recovered)
+        #expect(r.tornOctets == 16)
+        #expect(r.lastGoodSeq == 0)
+        #expect(FileManager.default.contents(atPath: r.keptAt) == Data("not json at all\n".utf8))
+        try await log.flush()
+        log.close()
+        let v = try LogVerifier.verify(path: path)
+        #expect(v.ok, "\(v.problems)")
+        #expect(v.records == 1)
+    }
+
+    @Test func aLastMebibyteWithoutAValidRecordIsRefused() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file()
+        try Data(String(repeating: "x", count: (1 << 20) + 100).utf8).write(to: URL(fileURLWithPath: path))
         let err = #expect(throws: DecisionLogError.self) { try DecisionLog(path: path) }
-        if case .unreadableTail(let p)? = err {
-            #expect(p == path)
-        } else {
-            Issue.record("expected .unreadableTail, got \(String(describing: err))")
-        }
+        if case .unreadableTail(let p)? = err { #expect(p == path) } else { Issue.record("expected .unreadableTail, got \(String(describing: err))") }
     }
 
     @Test func initOnUnwritablePathThrows() throws {
@@ -345,9 +380,13 @@ func rewrite(_ path: String, _ body: (inout Data) throws -> Void) throws {
         #expect(!v.ok)
         #expect(v.records == 4)
         #expect(v.problems == ["\(path): the log ends at record 4 but \(path).head says 5 was written: records cut off the end"])
-        // Without the head file the same cut would go unnoticed: the head is what catches it.
+        // Deleting the head file does not hide the cut: a log without its head fails.
         try FileManager.default.removeItem(atPath: path + ".head")
-        #expect(try LogVerifier.verify(path: path).ok)
+        let headless = try LogVerifier.verify(path: path)
+        #expect(headless.problems == ["\(path): \(path).head is missing: without it records cut off the end cannot be ruled out"])
+        // Nor does a head that is not a head.
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: path + ".head"))
+        #expect(try LogVerifier.verify(path: path).problems == ["\(path): \(path).head is not a valid head record"])
     }
 
     @Test func missingFinalNewline() async throws {

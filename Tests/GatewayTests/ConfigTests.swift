@@ -62,9 +62,27 @@ import Greylist
         domainz: [example.org]
         """
         #expect(errors(yaml) == [
-            "t.yaml:4: unknown key 'maxMessageSize' in listener (known: addressBracketsEnforcement, authRequired, authorizedAddresses, bind, connectBacklog, connectionLimit, connectionLimitPerIP, connectionTimeout, handlerchain, helloName, heloEhloEnforcement, maxRecipients, maxUnrecognizedCommands, maxmessagesize, name, policy, protocol, smtpGreeting, tls, verifyIdentity)",
-            "t.yaml:5: unknown key 'domainz' in top level (known: checks, dns, domains, downstream, greylist, listeners, log, policy, policyWatch, shutdownGracePeriod, spool)",
+            "t.yaml:4: unknown key 'maxMessageSize' in listener (known: addressBracketsEnforcement, authRequired, authorizedAddresses, bind, connectBacklog, connectionLimit, connectionLimitPerIP, connectionTimeout, dataDeadline, handlerchain, helloName, heloEhloEnforcement, maxRecipients, maxUnrecognizedCommands, maxmessagesize, name, policy, protocol, smtpGreeting, tls, verifyIdentity)",
+            "t.yaml:5: unknown key 'domainz' in top level (known: allowUntrustedRouting, checks, dns, domains, downstream, greylist, listeners, log, policy, policyWatch, shutdownGracePeriod, spool)",
         ])
+    }
+
+    /// A number that passes the parser but overflows later used to trap on every connection.
+    @Test func hugeNumbersAreRefusedAtLoad() {
+        let yaml = """
+        listeners:
+          - maxmessagesize: 9007199254740993
+            connectionTimeout: 99999999999
+            authorizedAddresses: [""]
+        """
+        #expect(errors(yaml) == [
+            "t.yaml:2: 'maxmessagesize' must be at most \(ListenerConfig.maxMessageSizeCeiling)",
+            "t.yaml:3: 'connectionTimeout' must be at most 86400",
+            "t.yaml:4: bad network '' in authorizedAddresses",
+        ])
+        var l = ListenerConfig()
+        l.maxmessagesize = Int.max
+        #expect(l.maxMessageOctets == Int.max)
     }
 
     @Test func badValuesAreErrorsWithTheirLine() {

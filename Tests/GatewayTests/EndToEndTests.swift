@@ -34,7 +34,7 @@ import SMTPProtocol
         let ds = try #require(txn["downstream"] as? [String: Any])
         #expect(ds["target"] as? String == "smtp:127.0.0.1:\(down.port)")
         #expect(ds["result"] as? String == "delivered")
-        #expect(records.map { $0["event"] as? String ?? "" } == ["session.open", "verdict", "verdict", "verdict", "transaction", "session.close"])
+        #expect(records.map { $0["event"] as? String ?? "" } == ["session.open", "verdict", "verdict", "verdict", "transaction.commit", "transaction", "session.close"])
         await gw.stop()
         down.stop()
         let v = try LogVerifier.verify(path: gw.logPath)

@@ -50,7 +50,7 @@ public enum FactValue: Sendable, Equatable, CustomStringConvertible {
         case .string(let s): return s
         case .ip(let a): return a?.description ?? ""
         case .set(let s): return s.sorted().joined(separator: ",")
-        case .keyed(let m): return m.keys.sorted().map { "\($0)=\(m[$0]!)" }.joined(separator: ",")
+        case .keyed(let m): return m.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
         }
     }
 

@@ -1,0 +1,47 @@
+import Foundation
+import Testing
+import NIOCore
+import SMTPProtocol
+@testable import DNSResolver
+
+/// DNS answers are hostile input: a sender domain's owner chooses them.
+@Suite struct WireHardeningTests {
+    /// `TXT "" "v=spf1 -all"` used to kill the process (the range 1...0).
+    @Test func anEmptyCharacterStringIsLegal() async throws {
+        let server = try DNSFixtureServer(fixtures: """
+        empty.test. 300 IN TXT "" "v=spf1 -all"
+        onlyempty.test. 300 IN TXT ""
+        """)
+        try await server.start()
+        var c = ResolverConfig(servers: [NameServer("127.0.0.1:\(server.port)")!])
+        c.attempts = 1
+        let r = DNSResolver(config: c)
+        #expect(await r.query("empty.test", .txt) == .records([.txt("v=spf1 -all")]))
+        #expect(await r.query("onlyempty.test", .txt) == .records([.txt("")]))
+        await server.stop()
+    }
+
+    /// Every truncation and every single-octet change of real answers parses or is refused,
+    /// never traps (a smoke version of the fuzz target).
+    @Test func mutatedAnswersNeverTrap() throws {
+        let query = try #require(DNSWire.query(name: "x.test", type: .txt, id: 7))
+        let q = try #require(DNSWire.parse(query))
+        let answers = [
+            ["x.test. 300 IN TXT \"\" \"v=spf1 -all\""], ["x.test. 300 IN MX 10 mx.x.test."],
+            ["x.test. 300 IN A 192.0.2.1", "x.test. 300 IN AAAA 2001:db8::1"], ["x.test. 300 IN CNAME y.test."],
+        ]
+        var parsed = 0
+        for a in answers {
+            let wire = try #require(DNSWire.response(to: q, rcode: 0, answers: a, authority: ["test. 60 IN SOA ns.test. h.test. 1 2 3 4 60"]))
+            for cut in 0...wire.count where DNSWire.parse(Array(wire.prefix(cut))) != nil { parsed += 1 }
+            for i in 0..<wire.count {
+                for v: UInt8 in [0, 1, 0x3f, 0x40, 0xc0, 0xff] {
+                    var m = wire
+                    m[i] = v
+                    if DNSWire.parse(m) != nil { parsed += 1 }
+                }
+            }
+        }
+        #expect(parsed > 0)
+    }
+}
