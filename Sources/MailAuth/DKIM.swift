@@ -42,6 +42,7 @@ public final class DKIMVerifier: @unchecked Sendable {
         var flags: UInt32 = UInt32(DKIM_LIBFLAGS_DELAYSIGPROC)
         _ = dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, MemoryLayout<UInt32>.size)
         _ = dkim_set_key_lookup(lib, dkimKeyLookup)
+        _ = dkim_set_prescreen(lib, dkimPrescreen)
         return lib
     }()
 
@@ -49,6 +50,8 @@ public final class DKIMVerifier: @unchecked Sendable {
     final class Keys: @unchecked Sendable {
         let lock = NIOLock()
         var answers: [String: DNSAnswer] = [:]
+        /// Signatures past this many are ignored by the library: never hashed.
+        var maxSignatures = 5
         func get(_ k: String) -> DNSAnswer? { lock.withLock { answers[k] } }
         func set(_ k: String, _ a: DNSAnswer) { lock.withLock { answers[k] = a } }
     }
@@ -69,6 +72,7 @@ public final class DKIMVerifier: @unchecked Sendable {
         self.resolver = resolver
         self.maxSignatures = maxSignatures
         self.keyTimeout = keyTimeout
+        keys.maxSignatures = max(1, maxSignatures)
         self.unmanaged = Unmanaged.passRetained(keys)
         var st: DKIM_STAT = 0
         if let lib = DKIMVerifier.lib {
@@ -83,8 +87,13 @@ public final class DKIMVerifier: @unchecked Sendable {
         unmanaged.release()
     }
 
+    /// `DKIM-Signature` fields seen (d= and s=), so that one the library cannot read (a
+    /// missing v= tag, say) is reported as permerror rather than as no signature.
+    var seenSignatures: [(domain: String, selector: String)] = []
+
     /// One header field as received: its lines joined with CRLF, without the final CRLF.
     public func header(_ field: [UInt8]) {
+        if let sig = DKIMVerifier.signatureTags(field) { seenSignatures.append(sig) }
         guard let h = handle, state == DKIM_STAT_OK else { return }
         var f = field
         state = f.withUnsafeMutableBufferPointer { dkim_header(h, $0.baseAddress, $0.count) }
@@ -106,16 +115,27 @@ public final class DKIMVerifier: @unchecked Sendable {
             await withTaskGroup(of: Void.self) { g in
                 for n in Set(names) {
                     g.addTask {
-                        let a = await withTaskGroup(of: DNSAnswer?.self) { inner in
-                            inner.addTask { await resolver.query(n, .txt) }
-                            inner.addTask { try? await Task.sleep(for: timeout); return nil }
-                            let first = await inner.next() ?? nil
-                            inner.cancelAll()
-                            return first ?? .tempFail("no answer within \(timeout)")
+                        let a = await DKIMVerifier.first(within: timeout, or: .tempFail("no answer within \(timeout)")) {
+                            await resolver.query(n, .txt)
                         }
                         keys.set(n, a)
                     }
                 }
+            }
+        }
+    }
+
+    /// The value of `work`, or `fallback` once `timeout` has passed, whichever comes first;
+    /// it never waits for a `work` that ignores cancellation (a DNS query does).
+    static func first<T: Sendable>(within timeout: Duration, or fallback: T, _ work: @escaping @Sendable () async -> T) async -> T {
+        let once = ResumeOnce<T>()
+        return await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
+            once.lock.withLock { once.continuation = c }
+            let worker = Task { once.resume(await work()) }
+            Task {
+                try? await Task.sleep(for: timeout)
+                worker.cancel()
+                once.resume(fallback)
             }
         }
     }
@@ -141,15 +161,64 @@ public final class DKIMVerifier: @unchecked Sendable {
         guard !finished else { return [] }
         finished = true
         guard let h = handle else { return [] }
-        if noSignature { return [] }
-        await fetch?.value
-        var testkey: Bool = false
-        if state == DKIM_STAT_OK { state = dkim_eom(h, &testkey) }
+        if !noSignature {
+            await fetch?.value
+            var testkey: Bool = false
+            if state == DKIM_STAT_OK { state = dkim_eom(h, &testkey) }
+        }
         var out: [DKIMSignatureResult] = []
-        for sig in signatures().prefix(maxSignatures) {
-            out.append(describe(sig, h))
+        if !noSignature {
+            for sig in signatures().prefix(maxSignatures) { out.append(describe(sig, h)) }
+        }
+        return out + unreadSignatures(reported: out)
+    }
+
+    /// Signature fields the library gave no result for: permerror, each.
+    func unreadSignatures(reported: [DKIMSignatureResult]) -> [DKIMSignatureResult] {
+        var left = reported.map { "\($0.domain) \($0.selector)" }
+        var out: [DKIMSignatureResult] = []
+        for s in seenSignatures.prefix(maxSignatures) {
+            if let i = left.firstIndex(of: "\(s.domain) \(s.selector)") { left.remove(at: i); continue }
+            guard reported.count + out.count < maxSignatures else { break }
+            out.append(DKIMSignatureResult(result: .permerror, domain: s.domain, selector: s.selector, identity: nil, algorithm: "unknown",
+                                           keyBits: nil, headerB: "", bodyLength: nil, partial: false,
+                                           reason: "signature cannot be read (a required tag such as v= is missing or malformed)"))
         }
         return out
+    }
+
+    /// d= and s= of a `DKIM-Signature` field, lower-cased; nil for other fields.
+    static func signatureTags(_ field: [UInt8]) -> (domain: String, selector: String)? {
+        guard let colon = field.firstIndex(of: UInt8(ascii: ":")) else { return nil }
+        let name = String(decoding: field[..<colon], as: UTF8.self).trimmingCharacters(in: .whitespaces).lowercased()
+        guard name == "dkim-signature" else { return nil }
+        let tags = tagList(String(decoding: field[(colon + 1)...], as: UTF8.self))
+        return ((tags["d"] ?? "").lowercased(), (tags["s"] ?? "").lowercased())
+    }
+
+    /// A tag=value list (RFC 6376 3.2), folding white space removed from the values.
+    static func tagList(_ s: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for part in s.split(separator: ";") {
+            guard let eq = part.firstIndex(of: "=") else { continue }
+            let k = part[..<eq].trimmingCharacters(in: .whitespacesAndNewlines)
+            let v = part[part.index(after: eq)...].filter { !$0.isWhitespace && !$0.isNewline }
+            if out[k] == nil { out[k] = String(v) }
+        }
+        return out
+    }
+
+    /// RFC 6376 3.6.1: a key with `t=s` forbids an i= in a subdomain of d=. The reason, or
+    /// nil when the key allows the identity.
+    func strictKeyProblem(domain: String, selector: String, identity: String?) -> String? {
+        guard let i = identity, let at = i.lastIndex(of: "@"),
+              case .records(let recs)? = keys.get("\(selector)._domainkey.\(domain)".lowercased()) else { return nil }
+        let text = recs.compactMap { r -> String? in if case .txt(let t) = r { return t } else { return nil } }.joined()
+        let flags = (DKIMVerifier.tagList(text)["t"] ?? "").split(separator: ":").map { $0.lowercased() }
+        guard flags.contains("s") else { return nil }
+        var idDomain = String(i[i.index(after: at)...]).lowercased()
+        while idDomain.hasSuffix(".") { idDomain.removeLast() }
+        return idDomain == domain.lowercased() ? nil : "the key has t=s: i=\(i) must be in d=\(domain) itself, not a subdomain (RFC 6376 3.6.1)"
     }
 
     func describe(_ sig: OpaquePointer, _ h: OpaquePointer) -> DKIMSignatureResult {
@@ -186,6 +255,9 @@ public final class DKIMVerifier: @unchecked Sendable {
             if algorithm == "rsa-sha1" {
                 result = .policy
                 reason = "rsa-sha1 signatures are not accepted (RFC 8301)"
+            } else if let why = strictKeyProblem(domain: domain, selector: selector, identity: identity) {
+                result = .permerror
+                reason = why
             }
         } else if let why = keyProblem(domain, selector) {
             // The key could not be fetched (timeout, SERVFAIL): try again later, whatever
@@ -236,6 +308,28 @@ public final class DKIMVerifier: @unchecked Sendable {
         if case .tempFail(let why)? = keys.get("\(selector)._domainkey.\(domain)".lowercased()) { return why }
         return nil
     }
+}
+
+/// A continuation resumed by whichever side comes first; the other's value is dropped.
+final class ResumeOnce<T: Sendable>: @unchecked Sendable {
+    let lock = NIOLock()
+    var continuation: CheckedContinuation<T, Never>?
+    func resume(_ v: T) {
+        let c: CheckedContinuation<T, Never>? = lock.withLock { defer { continuation = nil }; return continuation }
+        c?.resume(returning: v)
+    }
+}
+
+/// libopendkim's prescreen: signatures past `maxSignatures` are ignored, so a message with
+/// a thousand signatures (each distinct l= a body hash of its own) costs what five do.
+private func dkimPrescreen(_ dkim: OpaquePointer?, _ sigs: UnsafeMutablePointer<OpaquePointer?>?, _ nsigs: Int32) -> DKIM_CBSTAT {
+    guard let dkim, let sigs, nsigs > 0, let ctx = dkim_get_user_context(dkim) else { return DKIM_CBSTAT(DKIM_CBSTAT_CONTINUE) }
+    let keys = Unmanaged<DKIMVerifier.Keys>.fromOpaque(ctx).takeUnretainedValue()
+    let keep = keys.lock.withLock { keys.maxSignatures }
+    if Int(nsigs) > keep {
+        for i in keep..<Int(nsigs) { if let s = sigs[i] { dkim_sig_ignore(s) } }
+    }
+    return DKIM_CBSTAT(DKIM_CBSTAT_CONTINUE)
 }
 
 /// libopendkim's key lookup: copies the key record fetched earlier into `buf`.

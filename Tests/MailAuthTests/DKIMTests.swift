@@ -39,6 +39,7 @@ final class DKIMWorld: @unchecked Sendable {
         small._domainkey.example.com. 300 IN TXT \(try txt("rsa512"))
         ed._domainkey.example.com. 300 IN TXT \(try txt("ed25519"))
         rsa._domainkey.example.net. 300 IN TXT \(try txt("rsa2048"))
+        strict._domainkey.example.com. 300 IN TXT \(try txt("rsa2048").replacingOccurrences(of: "k=rsa; ", with: "k=rsa; t=s; "))
         revoked._domainkey.example.com. 300 IN TXT "v=DKIM1; k=rsa; p="
         slow._domainkey.example.com. TIMEOUT
         example.com. SOA 60
@@ -74,9 +75,10 @@ final class DKIMWorld: @unchecked Sendable {
 
     func sign(_ message: String = DKIMWorld.message, key: String = "rsa2048.pem", selector: String = "rsa", domain: String = "example.com",
               algorithm: String = "rsa-sha256", canon: String = "relaxed/relaxed", length: Bool = false,
-              expired: Bool = false, future: Bool = false) async throws -> String {
+              expired: Bool = false, future: Bool = false, identity: String = "") async throws -> String {
         let args: [String: Any] = ["message_b64": Data(message.utf8).base64EncodedString(), "key": dir + "/" + key, "selector": selector,
-                                   "domain": domain, "algorithm": algorithm, "canon": canon, "length": length, "expired": expired, "future": future]
+                                   "domain": domain, "algorithm": algorithm, "canon": canon, "length": length, "expired": expired, "future": future,
+                                   "identity": identity]
         let out = try await Self.run(["sign"], input: try JSONSerialization.data(withJSONObject: args))
         return String(decoding: Data(base64Encoded: out)!, as: UTF8.self)
     }
@@ -176,6 +178,49 @@ final class DKIMWorld: @unchecked Sendable {
         let broken = try await w.sign(once.replacingOccurrences(of: "Subject: DKIM test", with: "Subject: changed"))
         let rb = await w.verify(broken)
         #expect(Set(rb.map { "\($0.domain) \($0.result.rawValue)" }) == ["example.com pass", "example.net fail"])
+        await w.stop()
+    }
+
+    /// A signature the library cannot read (no v= tag) is a permerror, not "no signature".
+    @Test func aSignatureWithoutVersionIsAPermerror() async throws {
+        let w = try await DKIMWorld()
+        let signed = try await w.sign()
+        #expect(signed.contains("v=1; "))
+        let r = await w.verify(signed.replacingOccurrences(of: "v=1; ", with: ""))
+        #expect(r.map(\.result) == [.permerror], "\(r)")
+        #expect(r.first?.domain == "example.com")
+        #expect(r.first?.selector == "rsa")
+        await w.stop()
+    }
+
+    /// RFC 6376 3.6.1: a key with t=s refuses an i= in a subdomain of d=.
+    @Test func aStrictKeyRefusesASubdomainIdentity() async throws {
+        let w = try await DKIMWorld()
+        let sub = await w.verify(try await w.sign(selector: "strict", identity: "alice@sub.example.com"))
+        #expect(sub.map(\.result) == [.permerror], "\(sub)")
+        #expect(sub.first?.reason.contains("t=s") == true, "\(sub)")
+        let same = await w.verify(try await w.sign(selector: "strict", identity: "alice@example.com"))
+        #expect(same.map(\.result) == [.pass], "\(same)")
+        // Without t=s a subdomain identity is fine.
+        let loose = await w.verify(try await w.sign(identity: "alice@sub.example.com"))
+        #expect(loose.map(\.result) == [.pass], "\(loose)")
+        await w.stop()
+    }
+
+    /// maxSignatures bounds what the library hashes, not only what is reported: a thousand
+    /// signatures cost what five do.
+    @Test func aThousandSignaturesAreBoundedByMaxSignatures() async throws {
+        let w = try await DKIMWorld()
+        let signed = try await w.sign()
+        let end = try #require(signed.range(of: "\r\nFrom: "))
+        let sig = String(signed[..<end.lowerBound]) + "\r\n"
+        let many = String(repeating: sig, count: 1000) + "From: " + String(signed[end.upperBound...])
+        let started = ContinuousClock.now
+        let r = await DKIMVerifier(resolver: w.resolver, maxSignatures: 5, keyTimeout: .seconds(3)).verify(message: Array(many.utf8))
+        let took = ContinuousClock.now - started
+        #expect(r.count == 5)
+        #expect(r.allSatisfy { $0.result == .pass }, "\(r)")
+        print("DKIM: 1000 signatures verified (5 processed) in \(took)")
         await w.stop()
     }
 

@@ -6,7 +6,7 @@
   dkimtool.py sign < JSON       {"message_b64", "key": path, "selector", "domain",
                                  "algorithm": "rsa-sha256|rsa-sha1|ed25519-sha256",
                                  "canon": "relaxed/relaxed", "length": bool,
-                                 "expired": bool, "future": bool}
+                                 "expired": bool, "future": bool, "identity": "@sub.example"}
                                 prints the signed message, base64
 """
 import base64, json, os, subprocess, sys, time
@@ -46,7 +46,8 @@ def sign(a):
                     canonicalize=(hc.encode(), bc.encode()),
                     signature_algorithm=a.get("algorithm", "rsa-sha256").encode(),
                     include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
-                    length=a.get("length", False))
+                    length=a.get("length", False),
+                    identity=a["identity"].encode() if a.get("identity") else None)
     dkim.time.time = real_time
     sys.stdout.write(base64.b64encode(sig + msg).decode())
 
