@@ -1,5 +1,6 @@
 // swift-tools-version: 6.0
 import PackageDescription
+import Foundation
 
 let package = Package(
     name: "MailGate",
@@ -24,11 +25,13 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CIDN2", pkgConfig: "libidn2",
+                       providers: [.apt(["libidn2-dev"])]),
 
         .target(name: "SMTPProtocol",
                 dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
         .target(name: "DNSResolver",
-                dependencies: ["CLDNS", "SMTPProtocol",
+                dependencies: ["CLDNS", "CIDN2", "SMTPProtocol",
                                .product(name: "NIOCore", package: "swift-nio"),
                                .product(name: "NIOPosix", package: "swift-nio"),
                                .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
@@ -80,3 +83,18 @@ let package = Package(
                     ]),
     ]
 )
+
+// libFuzzer targets (Fuzz/, run by fuzz/run): only with MAILGATE_FUZZ=1 in the environment,
+// built into .build-fuzz with -sanitize=fuzzer, so normal builds and tests never see them.
+if ProcessInfo.processInfo.environment["MAILGATE_FUZZ"] != nil {
+    let fuzzTargets: [(String, [String])] = [
+        ("fuzz-command", ["SMTPProtocol"]), ("fuzz-data", ["SMTPProtocol"]), ("fuzz-dns", ["DNSResolver"]),
+        ("fuzz-spf", ["MailAuth"]), ("fuzz-rules", ["PolicyEngine"]), ("fuzz-log", ["DecisionLog"]),
+    ]
+    for (name, deps) in fuzzTargets {
+        var dependencies: [Target.Dependency] = deps.map { .target(name: $0) }
+        if name == "fuzz-data" { dependencies.append(.product(name: "NIOCore", package: "swift-nio")) }
+        package.targets.append(.executableTarget(name: name, dependencies: dependencies, path: "Fuzz/\(name)",
+                                                 swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
+    }
+}

@@ -148,7 +148,9 @@ public final class DNSResolver: Sendable {
 
     /// Asks one question; never throws: failures are `.tempFail`.
     public func query(_ name: String, _ type: DNSType) async -> DNSAnswer {
-        let key = Key(name: canonicalName(name), type: type.rawValue)
+        // A-labels and libldns' presentation form: what is asked is what answers name.
+        guard let asked = DNSName.asked(name) else { return .nxdomain }
+        let key = Key(name: asked, type: type.rawValue)
         let t = now()
         if let hit = cache.withLockedValue({ c -> DNSAnswer? in
             guard let e = c[key] else { return nil }

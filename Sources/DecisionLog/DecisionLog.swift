@@ -123,6 +123,13 @@ public final class DecisionLog: @unchecked Sendable {
         let start = end > window ? end - window : 0
         try fh.seek(toOffset: start)
         let data = [UInt8](try fh.readToEnd() ?? Data())
+        guard let found = Self.tail(of: data, at: start) else { throw DecisionLogError.unreadableTail(path) }
+        return found
+    }
+
+    /// The tail of `data`, the last octets of a file from offset `start`; nil when a window
+    /// that does not begin the file holds no valid record.
+    static func tail(of data: [UInt8], at start: UInt64) -> Tail? {
         // Complete lines, newest first; a line cut by the window's start is not judged.
         var lineEnd = data.lastIndex(of: 10).map { $0 + 1 } ?? 0
         while lineEnd > 0 {
@@ -136,7 +143,7 @@ public final class DecisionLog: @unchecked Sendable {
             lineEnd = lineStart
         }
         if start == 0 { return Tail(seq: 0, hash: Digest.zero, goodEnd: 0, tornOctets: data.count) }
-        throw DecisionLogError.unreadableTail(path)
+        return nil
     }
 
     /// Copies the torn octets into `PATH.torn-TIMESTAMP` (fsynced), then cuts the log back

@@ -15,6 +15,11 @@ public struct LogVerification: Sendable {
 public enum LogVerifier {
     public static func verify(path: String) throws -> LogVerification {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        return verify(log: data, head: FileManager.default.contents(atPath: path + ".head"), path: path)
+    }
+
+    /// The same on bytes in memory (`path` only names them in the problems).
+    public static func verify(log data: Data, head: Data?, path: String) -> LogVerification {
         var result = LogVerification()
         var prev = Digest.zero
         var expectSeq: Int?
@@ -54,7 +59,7 @@ public enum LogVerifier {
             result.lastSeq = seq
         }
         let headPath = path + ".head"
-        guard let head = FileManager.default.contents(atPath: headPath) else {
+        guard let head else {
             if result.records > 0 {
                 result.problems.append("\(path): \(headPath) is missing: without it records cut off the end cannot be ruled out")
             }

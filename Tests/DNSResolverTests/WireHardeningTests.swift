@@ -21,6 +21,28 @@ import SMTPProtocol
         await server.stop()
     }
 
+    /// An IDN sender domain is asked by its A-label, and a label with a space (SPF's %_) is
+    /// asked as it is; both answers match their question (before, both were dropped as forged:
+    /// SPF temperror, 451 forever).
+    @Test func namesOutsideASCIIAreAskedAndAnswered() async throws {
+        #expect(DNSName.asked("Bücher.Example.") == "xn--bcher-kva.example")
+        #expect(DNSName.asked("a b.test") == "a\\032b.test")
+        #expect(DNSName.asked("back\\slash.test") == "back\\\\slash.test")
+        #expect(DNSName.asked("bad..name") == nil)
+        let server = try DNSFixtureServer(fixtures: """
+        xn--bcher-kva.test. 300 IN TXT "v=spf1 -all"
+        a\\032b.test. 300 IN A 192.0.2.7
+        """)
+        try await server.start()
+        var c = ResolverConfig(servers: [NameServer("127.0.0.1:\(server.port)")!])
+        c.attempts = 1
+        let r = DNSResolver(config: c)
+        #expect(await r.query("bücher.test", .txt) == .records([.txt("v=spf1 -all")]))
+        #expect(await r.query("a b.test", .a) == .records([.a(IPAddress("192.0.2.7")!)]))
+        #expect(server.queries.contains("xn--bcher-kva.test TXT"))
+        await server.stop()
+    }
+
     /// Every truncation and every single-octet change of real answers parses or is refused,
     /// never traps (a smoke version of the fuzz target).
     @Test func mutatedAnswersNeverTrap() throws {

@@ -1,0 +1,19 @@
+// libFuzzer target: the decision-log verifier and the start-up tail reader, in memory (see
+// fuzz/README.md).
+import Foundation
+@testable import DecisionLog
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzLog(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+    // Everything after a first 0x00 is the head file.
+    let cut = bytes.firstIndex(of: 0) ?? bytes.endIndex
+    let head = cut < bytes.endIndex ? Data(bytes[(cut + 1)...]) : nil
+    _ = LogVerifier.verify(log: Data(bytes[..<cut]), head: head, path: "fuzz.log")
+    for start: UInt64 in [0, 1] {
+        if let t = DecisionLog.tail(of: Array(bytes[..<cut]), at: start) {
+            precondition(t.goodEnd <= start + UInt64(cut) && t.tornOctets <= cut, "tail out of range")
+        }
+    }
+    return 0
+}
