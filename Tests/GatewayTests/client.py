@@ -86,5 +86,73 @@ def send(args):
     print(json.dumps(out))
 
 
+def load(args):
+    """Sends `count` messages over `concurrency` threads, one per connection, each with its
+    own Message-ID; for each, the final reply code (0 when the connection failed). Stops
+    sending new messages after `seconds`."""
+    import threading
+    results = {}
+    lock = threading.Lock()
+    next_id = [0]
+    deadline = time.time() + args.get("seconds", 30)
+
+    def worker():
+        while time.time() < deadline:
+            with lock:
+                if next_id[0] >= args["count"]:
+                    return
+                i = next_id[0]
+                next_id[0] += 1
+            mid = "<load-%d@example.net>" % i
+            msg = ("Subject: load %d\r\nMessage-ID: %s\r\n\r\nbody %d\r\n" % (i, mid, i)).encode()
+            code = 0
+            try:
+                c = smtplib.SMTP("127.0.0.1", args["port"], local_hostname="client.example.org", timeout=10)
+                c.sendmail("a@example.net", ["b@example.org"], msg)
+                code = 250
+                try:
+                    c.quit()
+                except Exception:  # noqa: BLE001 - the answer that counts was the 250
+                    pass
+            except smtplib.SMTPResponseException as e:
+                code = e.smtp_code
+            except smtplib.SMTPRecipientsRefused as e:
+                code = list(e.recipients.values())[0][0]
+            except Exception:  # noqa: BLE001 - a dropped connection: no answer
+                code = 0
+            with lock:
+                results[mid] = code
+
+    threads = [threading.Thread(target=worker) for _ in range(args.get("concurrency", 10))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"results": results}))
+
+
+def flood(args):
+    """Opens `count` connections at once and reads each greeting; counts the reply codes."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args["count"] + 100)), hard))
+    socks, codes = [], {}
+    for _ in range(args["count"]):
+        try:
+            s = socket.create_connection(("127.0.0.1", args["port"]), timeout=10)
+            socks.append(s)
+        except OSError:
+            codes["connect-failed"] = codes.get("connect-failed", 0) + 1
+    for s in socks:
+        try:
+            g = s.makefile("rb").readline(512).decode("latin-1")[:3] or "closed"
+        except OSError:
+            g = "error"
+        codes[g] = codes.get(g, 0) + 1
+    for s in socks:
+        s.close()
+    print(json.dumps({"codes": codes}))
+
+
 if __name__ == "__main__":
-    {"raw": raw, "smtplib": send}[sys.argv[1]](json.loads(sys.stdin.read()))
+    {"raw": raw, "smtplib": send, "load": load, "flood": flood}[sys.argv[1]](json.loads(sys.stdin.read()))
