@@ -46,8 +46,11 @@ public final class DecisionLog: @unchecked Sendable {
     public let durability: LogDurability
     /// Set when opening found and kept aside a torn tail; a `log.recovered` record says so.
     public let recovered: TailRecovery?
-    /// The most octets queued for the writer before appends wait for it.
-    public static let maxPendingOctets = 8 << 20
+    /// The most octets queued for the writer before appends wait for it (default 8 MiB).
+    public static let defaultMaxPendingOctets = 8 << 20
+    public let maxPendingOctets: Int
+    /// Tests slow the writer down with this (called before each batch is written).
+    let beforeWrite: (@Sendable () -> Void)?
     /// How long an append waits for room; past it the record is queued anyway and the log
     /// reports itself unhealthy (mail is tempfailed) until the queue drains to half.
     public static let maxPendingWait: TimeInterval = 2
@@ -71,9 +74,15 @@ public final class DecisionLog: @unchecked Sendable {
     private var lastHeadWrite: TimeInterval = 0
     private var thread: Thread?
 
-    public init(path: String, durability: LogDurability = .groupCommit(milliseconds: 5)) throws {
+    public convenience init(path: String, durability: LogDurability = .groupCommit(milliseconds: 5)) throws {
+        try self.init(path: path, durability: durability, maxPendingOctets: DecisionLog.defaultMaxPendingOctets, beforeWrite: nil)
+    }
+
+    init(path: String, durability: LogDurability, maxPendingOctets: Int, beforeWrite: (@Sendable () -> Void)?) throws {
         self.path = path
         self.durability = durability
+        self.maxPendingOctets = maxPendingOctets
+        self.beforeWrite = beforeWrite
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         let fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
@@ -174,9 +183,9 @@ public final class DecisionLog: @unchecked Sendable {
 
     /// Waits (the caller holds the lock) while the queue is full, up to `maxPendingWait`.
     private func waitForRoomLocked() {
-        guard pending.count >= Self.maxPendingOctets else { return }
+        guard pending.count >= maxPendingOctets, !backlogged else { return }
         let deadline = Date(timeIntervalSinceNow: Self.maxPendingWait)
-        while pending.count >= Self.maxPendingOctets && failure == nil && !closing {
+        while pending.count >= maxPendingOctets && failure == nil && !closing {
             if !cond.wait(until: deadline) {
                 backlogged = true
                 return
@@ -299,12 +308,13 @@ public final class DecisionLog: @unchecked Sendable {
             let lastSeq = pendingLastSeq, lastHash = pendingLastHash
             inFlight = true
             // Room again: wake appenders waiting for it.
-            if backlogged && pending.count < Self.maxPendingOctets / 2 { backlogged = false }
+            if backlogged && pending.count < maxPendingOctets / 2 { backlogged = false }
             cond.broadcast()
             cond.unlock()
 
             var err: Int32 = 0
             if !batch.isEmpty {
+                beforeWrite?()
                 err = writeAll(batch)
                 if err == 0 && fdatasync(fd) != 0 { err = errno }
                 // The head file may lag the log (verify allows that) but not lead it: it is

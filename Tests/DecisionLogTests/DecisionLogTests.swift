@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import DecisionLog
+@testable import DecisionLog
 
 /// A fresh directory under NSTemporaryDirectory().
 final class TempDir: Sendable {
@@ -502,4 +502,40 @@ func rewrite(_ path: String, _ body: (inout Data) throws -> Void) throws {
         #expect(now.hasPrefix("20"))
         #expect(now.hasSuffix("Z"))
     }
+}
+
+/// A disk slower than the traffic: appends wait for room (back-pressure), then the log says
+/// it is unhealthy (the gateway tempfails mail) until the queue drains; memory stays bounded.
+@Suite struct DecisionLogBackPressureTests {
+    @Test func aFullQueueMakesAppendsWaitThenReportsUnhealthy() async throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let slow = TestFlag()
+        let log = try DecisionLog(path: dir.file(), durability: .groupCommit(milliseconds: 1), maxPendingOctets: 2000,
+                                  beforeWrite: { if slow.take() { Thread.sleep(forTimeInterval: 3) } })
+        slow.set()
+        log.append(record(0))
+        try await Task.sleep(for: .milliseconds(100))  // the writer is now stuck in its first batch
+        let started = Date()
+        for i in 1...40 { log.append(record(i)) }   // ~4 KB: past the bound
+        let waited = Date().timeIntervalSince(started)
+        #expect(waited >= DecisionLog.maxPendingWait - 0.2, "appends did not wait: \(waited)s")
+        #expect(!log.isHealthy)
+        // The disk catches up: healthy again, and nothing was lost.
+        try await log.flush()
+        for _ in 0..<50 where !log.isHealthy { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(log.isHealthy)
+        log.close()
+        let v = try LogVerifier.verify(path: dir.file())
+        #expect(v.ok, "\(v.problems)")
+        #expect(v.records == 41)
+    }
+}
+
+/// A flag for the writer thread, set once and taken once.
+final class TestFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.lock(); value = true; lock.unlock() }
+    func take() -> Bool { lock.lock(); defer { lock.unlock() }; let v = value; value = false; return v }
 }
