@@ -196,9 +196,6 @@ public final class DNSResolver: Sendable {
         var name = key.name
         var chainTTL = config.maxTTL
         for _ in 0..<8 {
-            // A name that is not a valid DNS name (empty label, label over 63 octets, name
-            // over 253) cannot exist: it is never sent and never a temporary error.
-            guard DNSWire.isValidName(name) else { return .nxdomain }
             let (msg, failure) = await exchange(name, type)
             guard let msg else { return .tempFail(failure) }
             switch msg.rcode {

@@ -96,10 +96,12 @@ public enum DNSWire {
             && n.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { !$0.isEmpty && $0.utf8.count <= 63 }
     }
 
-    /// A query with recursion desired; nil when the name is not a valid DNS name.
+    /// A query with recursion desired, for a name in presentation form (`\DDD` escapes, as
+    /// `DNSName.asked` gives it); nil when it is not a valid DNS name (libldns measures
+    /// labels and length in wire octets).
     public static func query(name: String, type: DNSType, id: UInt16) -> [UInt8]? {
         let n = canonicalName(name)
-        guard isValidName(n), let dname = ldns_dname_new_frm_str(n + ".") else { return nil }
+        guard !n.isEmpty, let dname = ldns_dname_new_frm_str(n + ".") else { return nil }
         guard let pkt = ldns_pkt_query_new(dname, ldns_rr_type(UInt32(type.rawValue)), LDNS_RR_CLASS_IN, UInt16(LDNS_RD)) else {
             ldns_rdf_deep_free(dname)
             return nil

@@ -16,6 +16,7 @@ public enum DecisionLogError: Error, CustomStringConvertible, Sendable {
     case partialTail(String)
     case unreadableTail(String)
     case writeFailed(Int32)
+    case headAhead(String, head: Int, last: Int)
     case closed
 
     public var description: String {
@@ -24,6 +25,8 @@ public enum DecisionLogError: Error, CustomStringConvertible, Sendable {
         case .partialTail(let p): return "decision log \(p) ends with a partial record that could not be kept aside; run `mailgate log verify \(p)`"
         case .unreadableTail(let p): return "decision log \(p): no valid record in its last MiB; run `mailgate log verify \(p)` and move the file aside"
         case .writeFailed(let e): return "decision log write failed: \(String(cString: strerror(e)))"
+        case .headAhead(let p, let h, let l):
+            return "decision log \(p): its head says record \(h) was written, but the last valid record is \(l): records are missing; run `mailgate log verify \(p)`, keep the file for the audit and move it (and its .head) aside to start a new log"
         case .closed: return "decision log is closed"
         }
     }
@@ -90,6 +93,11 @@ public final class DecisionLog: @unchecked Sendable {
         self.fd = fd
         do {
             let tail = try DecisionLog.readTail(path: path)
+            // Records the head says were written must still be there: a log cut back past
+            // them is not a torn write, and starting would hide the loss.
+            if let head = DecisionLog.readHead(path: path), head.seq > tail.seq || (head.seq == tail.seq && head.hash != tail.hash) {
+                throw DecisionLogError.headAhead(path, head: head.seq, last: tail.seq)
+            }
             self.seq = tail.seq
             self.prevHash = tail.hash
             self.recovered = try tail.tornOctets > 0 ? DecisionLog.keepAside(fd: fd, path: path, tail: tail) : nil
@@ -146,13 +154,32 @@ public final class DecisionLog: @unchecked Sendable {
             let lineStart = data[..<bodyEnd].lastIndex(of: 10).map { $0 + 1 } ?? 0
             if lineStart == 0 && start > 0 { break }
             let line = Array(data[lineStart..<bodyEnd])
-            if let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let s = obj["seq"] as? Int, obj["prev"] is String {
+            if let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let s = obj["seq"] as? Int,
+               let prev = obj["prev"] as? String, chains(prev, to: data, before: lineStart, windowStart: start) {
                 return Tail(seq: s, hash: Digest.sha256Hex(line), goodEnd: start + UInt64(lineEnd), tornOctets: data.count - lineEnd)
             }
             lineEnd = lineStart
         }
         if start == 0 { return Tail(seq: 0, hash: Digest.zero, goodEnd: 0, tornOctets: data.count) }
         return nil
+    }
+
+    /// True when `prev` is the hash of the line that ends at `end` (or there is no such line
+    /// to judge: the file's first record, or a line cut by the window's start).
+    static func chains(_ prev: String, to data: [UInt8], before end: Int, windowStart: UInt64) -> Bool {
+        guard end > 0 else { return windowStart > 0 || prev == Digest.zero }
+        let bodyEnd = end - 1
+        let lineStart = data[..<bodyEnd].lastIndex(of: 10).map { $0 + 1 } ?? 0
+        if lineStart == 0 && windowStart > 0 { return true }
+        return Digest.sha256Hex(Array(data[lineStart..<bodyEnd])) == prev
+    }
+
+    /// The head file's sequence number and hash, if it can be read.
+    static func readHead(path: String) -> (seq: Int, hash: String)? {
+        guard let d = FileManager.default.contents(atPath: path + ".head"),
+              let obj = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
+              let s = obj["seq"] as? Int, let h = obj["hash"] as? String else { return nil }
+        return (s, h)
     }
 
     /// Copies the torn octets into `PATH.torn-TIMESTAMP` (fsynced), then cuts the log back
@@ -181,9 +208,16 @@ public final class DecisionLog: @unchecked Sendable {
         return failure == nil && !closing && !backlogged
     }
 
-    /// Waits (the caller holds the lock) while the queue is full, up to `maxPendingWait`.
+    /// Waits (the caller holds the lock) while the queue is full, up to `maxPendingWait`;
+    /// then the log is backlogged (unhealthy: new mail is tempfailed) and records queue on
+    /// up to four times the bound, past which every append waits for the disk: memory stays
+    /// bounded, and the whole gateway slows to the disk's pace.
     private func waitForRoomLocked() {
-        guard pending.count >= maxPendingOctets, !backlogged else { return }
+        guard pending.count >= maxPendingOctets else { return }
+        if backlogged {
+            while pending.count >= 4 * maxPendingOctets && failure == nil && !closing { cond.wait() }
+            return
+        }
         let deadline = Date(timeIntervalSinceNow: Self.maxPendingWait)
         while pending.count >= maxPendingOctets && failure == nil && !closing {
             if !cond.wait(until: deadline) {
@@ -231,6 +265,9 @@ public final class DecisionLog: @unchecked Sendable {
             if let f = failure { cond.unlock(); c.resume(throwing: f); return }
             if closing { cond.unlock(); c.resume(throwing: DecisionLogError.closed); return }
             waitForRoomLocked()
+            // The wait gave up the lock: the log may have failed or closed meanwhile.
+            if let f = failure { cond.unlock(); c.resume(throwing: f); return }
+            if closing { cond.unlock(); c.resume(throwing: DecisionLogError.closed); return }
             enqueueLocked(body)
             waiters.append(c)
             cond.signal()
@@ -308,7 +345,6 @@ public final class DecisionLog: @unchecked Sendable {
             let lastSeq = pendingLastSeq, lastHash = pendingLastHash
             inFlight = true
             // Room again: wake appenders waiting for it.
-            if backlogged && pending.count < maxPendingOctets / 2 { backlogged = false }
             cond.broadcast()
             cond.unlock()
 
@@ -331,12 +367,16 @@ public final class DecisionLog: @unchecked Sendable {
             }
             cond.lock()
             inFlight = false
+            // Healthy again only once this batch is on disk and the queue is below half.
+            if backlogged && err == 0 && pending.count < maxPendingOctets / 2 { backlogged = false }
+            cond.broadcast()
             cond.unlock()
             if err != 0 {
                 cond.lock()
                 failure = .writeFailed(err)
                 let more = waiters; waiters = []
                 pending = []
+                cond.broadcast()
                 cond.unlock()
                 FileHandle.standardError.write(Data("mailgate: \(DecisionLogError.writeFailed(err)); refusing mail until restart\n".utf8))
                 (ws + more).forEach { $0.resume(throwing: DecisionLogError.writeFailed(err)) }
@@ -380,7 +420,7 @@ public final class DecisionLog: @unchecked Sendable {
         cond.lock()
         if closing { cond.unlock(); return }
         closing = true
-        cond.signal()
+        cond.broadcast()
         while !writerDone { cond.unlock(); Thread.sleep(forTimeInterval: 0.001); cond.lock() }
         cond.unlock()
         Glibc.close(fd)

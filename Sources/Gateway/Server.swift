@@ -193,11 +193,15 @@ final class GatewayShared: Sendable {
     let forwarder: Forwarder
     let tracker = ConnectionTracker()
     let registry = SessionRegistry()
+    /// Every listener's name: an incoming Authentication-Results naming any of them is a
+    /// forgery (RFC 8601 §5) and is removed on every listener.
+    let authservIDs: Set<String>
 
     init(config: GatewayConfig, log: DecisionLog, forwarder: Forwarder) {
         self.config = config
         self.log = log
         self.forwarder = forwarder
+        self.authservIDs = Set(config.listeners.map { AuthenticationResults.normalised($0.resolvedHelloName) })
     }
 }
 
@@ -427,7 +431,7 @@ public final class GatewayServer: @unchecked Sendable {
                         try await withThrowingDiscardingTaskGroup { group in
                             for try await (conn, idle) in inbound {
                                 // The policy is taken when the session starts and kept to its end.
-                                guard let policy = policies.current[l.name] else { continue }
+                                guard let policy = policies.current[l.name] else { conn.channel.close(promise: nil); continue }
                                 group.addTask {
                                     await Session.handle(conn, idle: idle, listener: l, helloName: helloName, policy: policy, shared: shared)
                                 }

@@ -172,11 +172,12 @@ final class Session {
     /// counts as an error (Postfix's smtpd_junk_command_limit).
     static let maxJunkCommands = 100
 
-    /// Sends a reply. A 4xx or 5xx answer to a command counts as an error (except 452 for
-    /// too many recipients); past maxUnrecognizedCommands the client gets 421 instead and
-    /// the session ends (returns false).
+    /// Sends a reply. A 5xx answer to a command counts as an error (unknown verbs, syntax,
+    /// bad sequence, relay and policy refusals; Postfix's hard error count). Temporary
+    /// answers (greylisting, our own trouble) do not. Past maxUnrecognizedCommands the client
+    /// gets 421 instead and the session ends (returns false).
     func send(_ r: SMTPReply) async -> Bool {
-        if answering, r.code >= 400, r.code != 421, r.enhanced != "4.5.3", !countError(r.summary) {
+        if answering, r.code >= 500, !countError(r.summary) {
             return await closeForErrors()
         }
         return await write(r)
@@ -220,6 +221,8 @@ final class Session {
     func run(_ inbound: inout Inbound, local: SocketAddress?) async {
         log("session.open", [("port", .int(ctx.clientPort)), ("listener", .string(listener.name)),
                              ("local", .string(local.map { "\($0.ipAddress ?? ""):\($0.port ?? 0)" } ?? ""))] + policyFields)
+        // The connect checks' time is ours, not the client's.
+        idle.setBusy(true)
         let connect = await runStage(.connect)
         switch connect.action {
         case .reject(let r):
@@ -235,6 +238,7 @@ final class Session {
         let greeting = listener.smtpGreeting.map { SMTPReply(code: 220, enhanced: nil, lines: [$0]) }
             ?? SMTPReply(code: 220, enhanced: nil, lines: ["\(helloName) ESMTP MailGate ready"])
         guard await send(greeting) else { close(.clientClosed); return }
+        idle.setBusy(false)
 
         while true {
             let line: SMTPLine?
@@ -500,7 +504,7 @@ final class Session {
         var droppedAR = 0
 
         func take(_ field: [UInt8]) {
-            if AuthenticationResults.claims(field, authservID: helloName) { droppedAR += 1; return }
+            if AuthenticationResults.claims(field, authservIDs: shared.authservIDs) { droppedAR += 1; return }
             if let h = HeaderParser.field(field) { headers.append(HeaderField(h.0, h.1)) }
             if truncated { return }
             for (_, o) in observers { o.header(field) }
@@ -616,7 +620,9 @@ final class Session {
             shared.log.append(record("transaction", f))
             if action == "accept" { errors = 0; junk = 0 }
             let shuttingDown = endTransaction()
-            let ok = await send(reply)
+            // The answer to the message itself is never replaced by 421; a refusal counts.
+            let ok = await write(reply)
+            if reply.code >= 500 { errors += 1 }
             if shuttingDown {
                 _ = await send(.shuttingDown)
                 close(.shutdown)
@@ -685,7 +691,15 @@ final class Session {
         if t.parameters.smtpUTF8 { proto = "UTF8SMTP" } else { proto = esmtp ? "ESMTP" : "SMTP" }
         let literal: String
         if case .v6 = ctx.clientIP { literal = "IPv6:\(clientIPText)" } else { literal = clientIPText }
-        var h = "Received: from \(helo ?? "unknown") ([\(literal)])\r\n\tby \(helloName) (MailGate) with \(proto) id \(t.id)"
+        // A HELO that is no domain or address literal is the client's text: it goes into the
+        // comment, escaped, never into the from-domain.
+        let from: String
+        if let h = helo, AddressParser.isDomain(Substring(h), allowUTF8: true) || AddressParser.parseAddressLiteral(Substring(h)) != nil {
+            from = "\(h) ([\(literal)])"
+        } else {
+            from = "unknown (\(helo.map { "helo=\(HeaderText.comment($0)) " } ?? "")[\(literal)])"
+        }
+        var h = "Received: from \(from)\r\n\tby \(helloName) (MailGate) with \(proto) id \(t.id)"
         if t.recipients.count == 1 { h += "\r\n\tfor <\(t.recipients[0])>;" } else { h += ";" }
         return h + " \(Session.rfc5322Date())\r\n"
     }

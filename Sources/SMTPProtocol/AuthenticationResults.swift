@@ -8,7 +8,8 @@ public enum AuthenticationResults {
     public static func authservID<C: Collection>(ofField field: C) -> String? where C.Element == UInt8 {
         let bytes = Array(field)
         guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { return nil }
-        let name = bytes[..<colon].filter { $0 != 0x20 && $0 != 0x09 }.map { $0 >= 0x41 && $0 <= 0x5a ? $0 + 32 : $0 }
+        // White space (folding included) may stand before the colon (RFC 5322 obs-optional).
+        let name = bytes[..<colon].filter { !isBlank($0) }.map { $0 >= 0x41 && $0 <= 0x5a ? $0 + 32 : $0 }
         guard name == Array("authentication-results".utf8) else { return nil }
         let value = withoutComments(bytes[(colon + 1)...])
         var i = value.startIndex
@@ -30,11 +31,21 @@ public enum AuthenticationResults {
     /// True when the field is Authentication-Results with `authservID` (compared without
     /// case and without a trailing dot).
     public static func claims<C: Collection>(_ field: C, authservID ours: String) -> Bool where C.Element == UInt8 {
-        guard var id = authservID(ofField: field) else { return false }
-        var mine = ours.lowercased()
-        while id.hasSuffix(".") { id.removeLast() }
-        while mine.hasSuffix(".") { mine.removeLast() }
-        return !id.isEmpty && id == mine
+        claims(field, authservIDs: [normalised(ours)])
+    }
+
+    /// The same for any of several ids (every listener's name), given `normalised`.
+    public static func claims<C: Collection>(_ field: C, authservIDs ours: Set<String>) -> Bool where C.Element == UInt8 {
+        guard let id = authservID(ofField: field) else { return false }
+        let n = normalised(id)
+        return !n.isEmpty && ours.contains(n)
+    }
+
+    /// Lower case, no trailing dot.
+    public static func normalised(_ id: String) -> String {
+        var s = id.lowercased()
+        while s.hasSuffix(".") { s.removeLast() }
+        return s
     }
 
     static func isBlank(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0d || b == 0x0a }

@@ -29,6 +29,10 @@ import SMTPProtocol
         #expect(DNSName.asked("a b.test") == "a\\032b.test")
         #expect(DNSName.asked("back\\slash.test") == "back\\\\slash.test")
         #expect(DNSName.asked("bad..name") == nil)
+        // Lengths are octets, not the escaped text: 63 octets with spaces still fit a label.
+        let spaced = try #require(DNSName.asked(String(repeating: "a b", count: 21) + ".test"))
+        #expect(DNSWire.query(name: spaced, type: .txt, id: 1) != nil)
+        #expect(DNSName.asked(String(repeating: "a b", count: 22) + ".test") == nil)
         let server = try DNSFixtureServer(fixtures: """
         xn--bcher-kva.test. 300 IN TXT "v=spf1 -all"
         a\\032b.test. 300 IN A 192.0.2.7

@@ -274,6 +274,45 @@ func rewrite(_ path: String, _ body: (inout Data) throws -> Void) throws {
         #expect(v.records == 1)
     }
 
+    /// A log cut back past records its head says were written is no torn write: the gateway
+    /// refuses to start rather than hide the loss behind a "recovered" note.
+    @Test func aLogCutPastItsHeadIsRefusedNotRecovered() async throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file()
+        try await writeLog(path, 1...5)
+        let ls = try lines(path)
+        try Data((ls[0..<3].joined(separator: "\n") + "\n{\"seq\":4,\"pr").utf8).write(to: URL(fileURLWithPath: path))
+        let err = #expect(throws: DecisionLogError.self) { try DecisionLog(path: path) }
+        if case .headAhead(let p, let h, let l)? = err {
+            #expect(p == path)
+            #expect(h == 5)
+            #expect(l == 3)
+        } else {
+            Issue.record("expected .headAhead, got \(String(describing: err))")
+        }
+        // Nothing was cut or moved.
+        #expect(try lines(path).count == 4)
+    }
+
+    /// A valid-looking last line that does not chain to the one before is not the anchor.
+    @Test func aLastLineThatDoesNotChainIsTorn() async throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file()
+        try await writeLog(path, 1...3)
+        try FileManager.default.removeItem(atPath: path + ".head")
+        let stray = "{\"seq\":4,\"prev\":\"\(zeroHash)\",\"event\":\"stray\"}\n"
+        let h = try #require(FileHandle(forWritingAtPath: path))
+        try h.seekToEnd()
+        try h.write(contentsOf: Data(stray.utf8))
+        try h.close()
+        let log = try DecisionLog(path: path)
+        #expect(log.recovered?.lastGoodSeq == 3)
+        #expect(log.recovered?.tornOctets == stray.utf8.count)
+        log.close()
+    }
+
     @Test func aLastMebibyteWithoutAValidRecordIsRefused() throws {
         let dir = try TempDir()
         defer { dir.remove() }

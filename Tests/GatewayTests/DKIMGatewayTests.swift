@@ -124,13 +124,17 @@ import SMTPProtocol
                     "Authentication-Results:\r\n\tgw.test; dkim=pass header.d=bank.example",
                     "Authentication-Results: (c) gw.test; dkim=pass", "Authentication-Results : gw.test; dkim=pass",
                     "Authentication-Results: \"gw.test\"; dkim=pass", "Authentication-Results: gw.test.; spf=pass",
-                    "Authentication-Results: (a (nested) comment)\r\n gw.test\r\n ; dkim=pass"]
+                    "Authentication-Results: (a (nested) comment)\r\n gw.test\r\n ; dkim=pass",
+                    // Found in review: folded before the colon.
+                    "Authentication-Results\r\n : gw.test; dkim=pass header.d=bank.example"]
         let others = ["Authentication-Results: gw.test.evil; dkim=pass", "Authentication-Results: gw.test1; dkim=pass",
                       "Authentication-Results: other.example; dkim=pass", "Authentication-Results-X: gw.test; x",
                       "Authentication-Results: gw.tes", "Authentication-Results: other.example; x=\"gw.test;\"",
                       "X-Authentication-Results: gw.test; dkim=pass"]
         for l in ours { #expect(AuthenticationResults.claims(Array(l.utf8), authservID: "gw.test"), "\(l)") }
         for l in others { #expect(!AuthenticationResults.claims(Array(l.utf8), authservID: "gw.test"), "\(l)") }
+        // Any listener's name counts, on every listener.
+        #expect(AuthenticationResults.claims(Array("Authentication-Results: submit.test; dkim=pass".utf8), authservIDs: ["gw.test", "submit.test"]))
     }
 
     @Test func aKeyThatCannotBeFetchedIsARetryNotARefusal() async throws {

@@ -202,3 +202,40 @@ import DecisionLog
         down.stop()
     }
 }
+
+/// Found in review of the hardening change.
+@Suite(.serialized) struct HardeningReviewTests {
+    /// A HELO that is no domain goes into the Received comment, escaped, never as the
+    /// from-domain (it could fake a comment and an address literal).
+    @Test func anInvalidHeloIsEscapedInReceived() async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { c in c.listeners[0].handlerchain = ["size"] }
+        let d = try await Client.raw(port: gw.port, [
+            ("EHLO x([10.0.0.1])\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", 4),
+            ("Subject: s\r\n\r\nb\r\n.\r\n", 1),
+        ])
+        #expect(d.replies[1].first?.hasPrefix("250 ") == true, "\(d)")
+        let text = String(decoding: try #require(down.messages.first).data, as: UTF8.self)
+        #expect(text.hasPrefix("Received: from unknown (helo=x\\([10.0.0.1]\\) [127.0.0.1])\r\n"), "\(text)")
+        await gw.stop()
+        down.stop()
+    }
+
+    /// Temporary answers (greylisting, our own trouble) are not client errors; a refused
+    /// message's answer is never replaced by 421.
+    @Test func onlyRefusalsCountAndTheMessageAnswerStands() async throws {
+        let down = try await RecordingDownstream.start(.rejectData("554 5.7.1 no thanks"))
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { c in c.listeners[0].maxUnrecognizedCommands = 1 }
+        let d = try await Client.raw(port: gw.port, [
+            ("EHLO client.example.org\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", 4),
+            ("Subject: s\r\n\r\nb\r\n.\r\n", 1),
+            ("BOGUS\r\n", 1),
+        ])
+        // The downstream's refusal reaches the client as it is (errors now 1, the limit).
+        #expect(d.replies[1] == ["554 5.7.1 no thanks"])
+        // The next refused command is past the limit.
+        #expect(d.replies[2] == ["421 4.7.0 Too many errors, closing connection"])
+        await gw.stop()
+        down.stop()
+    }
+}
