@@ -73,7 +73,7 @@ let package = Package(
         .target(name: "PostgresTestServer", path: "Tests/Support/PostgresTestServer"),
         .testTarget(name: "GreylistTests", dependencies: ["Greylist", "SMTPProtocol", "PostgresTestServer",
                                                           .product(name: "PostgresNIO", package: "postgres-nio")]),
-        .testTarget(name: "PolicyEngineTests", dependencies: ["PolicyEngine", "Checks", "SMTPProtocol"]),
+        .testTarget(name: "PolicyEngineTests", dependencies: ["PolicyEngine", "Checks", "SMTPProtocol", "DNSResolver"]),
         .testTarget(name: "ChecksTests", dependencies: ["Checks", "PolicyEngine", "SMTPProtocol", "DNSResolver"]),
         .testTarget(name: "GatewayTests",
                     dependencies: [
@@ -90,6 +90,7 @@ if ProcessInfo.processInfo.environment["MAILGATE_FUZZ"] != nil {
     let fuzzTargets: [(String, [String])] = [
         ("fuzz-command", ["SMTPProtocol"]), ("fuzz-data", ["SMTPProtocol"]), ("fuzz-dns", ["DNSResolver"]),
         ("fuzz-spf", ["MailAuth"]), ("fuzz-rules", ["PolicyEngine"]), ("fuzz-log", ["DecisionLog"]),
+        ("fuzz-dkim", ["MailAuth", "DNSResolver"]), ("fuzz-config", ["Gateway"]),
     ]
     for (name, deps) in fuzzTargets {
         var dependencies: [Target.Dependency] = deps.map { .target(name: $0) }

@@ -47,6 +47,26 @@ import SMTPProtocol
         await server.stop()
     }
 
+    /// Questions in flight are capped over all sessions; past the cap a question fails at
+    /// once as a local failure (each holds a socket), and the counter says so.
+    @Test func questionsInFlightAreCapped() async throws {
+        let server = try DNSFixtureServer(fixtures: "silent.test. TIMEOUT\nok.test. 300 IN A 192.0.2.1\n")
+        try await server.start()
+        var c = ResolverConfig(servers: [NameServer("127.0.0.1:\(server.port)")!])
+        c.attempts = 1
+        c.timeout = 1
+        c.maxInFlight = 1
+        let r = DNSResolver(config: c)
+        let before = DNSResolver.localFailures
+        async let slow = r.query("silent.test", .a)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(await r.query("ok.test", .a) == .tempFail("local resource failure: more than 1 DNS queries in flight"))
+        #expect(DNSResolver.localFailures > before)
+        _ = await slow
+        #expect(await r.query("ok.test", .a) == .records([.a(IPAddress("192.0.2.1")!)]))
+        await server.stop()
+    }
+
     /// Every truncation and every single-octet change of real answers parses or is refused,
     /// never traps (a smoke version of the fuzz target).
     @Test func mutatedAnswersNeverTrap() throws {

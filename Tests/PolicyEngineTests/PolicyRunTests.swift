@@ -166,6 +166,18 @@ import SMTPProtocol
         #expect(run.score == 2)
     }
 
+    /// Out of descriptors or DNS capacity is the gateway's own trouble: a tempfail, never a
+    /// pass, whatever onError says.
+    @Test func aLocalResourceFailureIsNeverAPass() async throws {
+        let open = try PolicyDir(["p.yaml": "name: t\nchecks: [flaky]\n"]).load()
+        let r = await simulate(open, ip: "192.0.2.67")
+        #expect(r.action == "tempfail")
+        #expect(r.reply?.summary == "451 4.3.0 Temporary lookup failure, try again later")
+        let v = try #require(r.verdicts.first { $0.check == "flaky" })
+        #expect(v.reason?.contains("local resource failure: more than 0 DNS queries in flight") == true, "\(v)")
+        #expect(v.reason?.hasSuffix("(onError: tempfail)") == true, "\(v)")
+    }
+
     @Test func failOpenAndFailClosedAreSettingsOfTheCheck() async throws {
         // flaky's documented default is pass (fail open).
         let open = try PolicyDir(["p.yaml": "name: t\nchecks: [flaky]\n"]).load()

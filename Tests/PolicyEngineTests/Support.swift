@@ -3,6 +3,7 @@ import Testing
 @testable import PolicyEngine
 import Checks
 import SMTPProtocol
+import DNSResolver
 
 /// A directory of policy files for one test.
 struct PolicyDir {
@@ -70,6 +71,12 @@ struct FlakyCheck: Check {
     let stages: Set<Stage> = [.connect]
     func evaluate(stage: Stage, context: CheckContext) async -> CheckResult {
         if context.clientIP == IPAddress("192.0.2.66")! { return .failure("backend down") }
+        if context.clientIP == IPAddress("192.0.2.67")! {
+            // The process is out of DNS capacity (as when descriptors run out).
+            var c = ResolverConfig(servers: [NameServer("127.0.0.1:9")!])
+            c.maxInFlight = 0
+            return .failure("lookup: \(await DNSResolver(config: c).query("x.test", .a))")
+        }
         if context.clientIP == IPAddress("192.0.2.1")! {
             return CheckResult(.continue, result: "listed", facts: ["zones": .strings(["bl.test"]), "pass": .keyed(["example.com": .bool(true)])])
         }
