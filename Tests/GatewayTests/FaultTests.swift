@@ -100,6 +100,47 @@ import DecisionLog
         down.stop()
     }
 
+    /// The decision log's disk fills up (a 48 KB tmpfs): mail is tempfailed from then on,
+    /// every message that got 250 is at the downstream exactly once and nothing else is;
+    /// with room again, the log starts (a torn tail kept aside) and verifies.
+    @Test(.enabled(if: getuid() == 0)) func theLogDiskFillsUp() async throws {
+        let mnt = NSTemporaryDirectory() + "mg-full-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        let (ms, mo) = try await runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=48k", "tmpfs", mnt])
+        try #require(ms == 0, "mount: \(mo)")
+        defer { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", mnt]).waitUntilExit() }
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"], logPath: mnt + "/decisions.log")
+        var accepted: [String] = []
+        var tempfailed = 0
+        for i in 0..<40 {
+            let id = "<full-\(i)@example.net>"
+            let r = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"],
+                                             data: "Subject: \(i)\r\nMessage-ID: \(id)\r\n\r\n" + String(repeating: "x", count: 200) + "\r\n")
+            if r["ok"] as? Bool == true { accepted.append(id) } else if (r["code"] as? Int ?? 0) / 100 == 4 { tempfailed += 1 }
+        }
+        #expect(!gw.log.isHealthy)
+        #expect(!accepted.isEmpty)
+        #expect(tempfailed > 0)
+        #expect(accepted.count + tempfailed == 40)
+        let delivered = Self.messageIDs(down)
+        #expect(Set(delivered.keys) == Set(accepted), "delivered without 250, or 250 without delivery")
+        #expect(delivered.values.allSatisfy { $0 == 1 })
+        await gw.server.shutdown(grace: .seconds(1))
+        gw.log.close()
+        // Room again: the log opens (keeping any torn tail aside) and its chain verifies.
+        let (rs, ro) = try await runProgram("/bin/mount", ["-o", "remount,size=4m", mnt])
+        try #require(rs == 0, "remount: \(ro)")
+        let reopened = try DecisionLog(path: mnt + "/decisions.log")
+        reopened.append(LogRecord(event: "test.after", session: nil, fields: []))
+        try await reopened.flush()
+        reopened.close()
+        let v = try LogVerifier.verify(path: mnt + "/decisions.log")
+        #expect(v.ok, "\(v.problems)")
+        print("fault disk full: \(accepted.count) accepted, \(tempfailed) tempfailed, torn tail kept: \(reopened.recovered.map { "\($0.tornOctets) octets" } ?? "none")")
+        down.stop()
+    }
+
     /// 1,000 connections from one address: each is greeted or told 421, nothing traps, and
     /// mail flows again afterwards.
     @Test func aThousandConnectionsFromOneAddress() async throws {
