@@ -49,18 +49,24 @@ import DecisionLog
         return (accepted.count, unanswered)
     }
 
-    @Test func sigkillUnderLoadThenRestart() async throws {
-        let dir = NSTemporaryDirectory() + "mg-fault-kill-" + UUID().uuidString
+    /// Starts `mailgate serve` in a new directory, loads it from 8 client threads, and sends
+    /// `signal` 1.5 s in; returns once the process has exited and the load has ended.
+    static func underLoad(_ signal: Int32) async throws -> (dir: String, port: Int, down: RecordingDownstream, process: Process, sent: [String: Int]) {
+        let dir = NSTemporaryDirectory() + "mg-fault-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let down = try await RecordingDownstream.start()
         let port = Int.random(in: 30000...60000)
-        try Self.config(dir: dir, port: port, downstream: down.port)
+        try config(dir: dir, port: port, downstream: down.port)
         let p = try await CLITests.serve(dir: dir, port: port)
-        async let sent = Self.load(port: port, count: 400, concurrency: 8, seconds: 4)
+        async let sent = load(port: port, count: 400, concurrency: 8, seconds: 4)
         try await Task.sleep(for: .milliseconds(1500))
-        kill(p.processIdentifier, SIGKILL)
+        kill(p.processIdentifier, signal)
         p.waitUntilExit()
-        let results = try await sent
+        return (dir, port, down, p, try await sent)
+    }
+
+    @Test func sigkillUnderLoadThenRestart() async throws {
+        let (dir, port, down, _, results) = try await Self.underLoad(SIGKILL)
         let first = check(results, down, inFlight: 8)
         #expect(first.accepted > 0)
         // Restarted on the same log: it starts (a torn tail, if any, is kept aside), takes
@@ -79,18 +85,8 @@ import DecisionLog
     }
 
     @Test func sigtermUnderLoad() async throws {
-        let dir = NSTemporaryDirectory() + "mg-fault-term-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let down = try await RecordingDownstream.start()
-        let port = Int.random(in: 30000...60000)
-        try Self.config(dir: dir, port: port, downstream: down.port)
-        let p = try await CLITests.serve(dir: dir, port: port)
-        async let sent = Self.load(port: port, count: 400, concurrency: 8, seconds: 4)
-        try await Task.sleep(for: .milliseconds(1500))
-        kill(p.processIdentifier, SIGTERM)
-        p.waitUntilExit()
+        let (dir, _, down, p, results) = try await Self.underLoad(SIGTERM)
         #expect(p.terminationStatus == 0)
-        let results = try await sent
         // A graceful stop lets transactions in flight finish: nothing is delivered unanswered.
         let outcome = check(results, down, inFlight: 0)
         #expect(outcome.accepted > 0)
