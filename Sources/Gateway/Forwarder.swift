@@ -84,8 +84,7 @@ public final class Forwarder: @unchecked Sendable {
                     return DeliveryOutcome(kind: .delivered, reply: SMTPReply(250, "2.0.0", "Ok: delivered as \(file)"),
                                            target: name, detail: "maildir \(file)")
                 } catch let e as SpoolReadError {
-                    return DeliveryOutcome(kind: .localError, reply: SMTPReply(451, "4.3.0", "Local error reading the message, try again later"),
-                                           target: name, detail: "\(e); nothing delivered")
+                    return Forwarder.spoolUnreadable(e, target: name)
                 } catch {
                     lastError = "maildir: \(error)"
                     markDead(name)
@@ -98,8 +97,7 @@ public final class Forwarder: @unchecked Sendable {
                     if outcome.kind == .unknown { markDead(name) } else if outcome.kind != .localError { markAlive(name) }
                     return outcome
                 } catch let e as SpoolReadError {
-                    return DeliveryOutcome(kind: .localError, reply: SMTPReply(451, "4.3.0", "Local error reading the message, try again later"),
-                                           target: name, detail: "\(e); nothing delivered")
+                    return Forwarder.spoolUnreadable(e, target: name)
                 } catch {
                     lastError = "\(error)"
                     markDead(name)
@@ -297,6 +295,12 @@ public final class Forwarder: @unchecked Sendable {
         checkin(conn)
         return DeliveryOutcome(kind: final.isTransient ? .tempfailed : .rejected, reply: passThrough(final),
                                target: conn.target, detail: "end of data: \(final.summary)")
+    }
+
+    /// Our own copy could not be read back: nothing was delivered, the target is not blamed.
+    static func spoolUnreadable(_ e: SpoolReadError, target: String) -> DeliveryOutcome {
+        DeliveryOutcome(kind: .localError, reply: SMTPReply(451, "4.3.0", "Local error reading the message, try again later"),
+                        target: target, detail: "\(e); nothing delivered")
     }
 
     static let unknownAfterDot = SMTPReply(451, "4.4.2", "Downstream connection lost after end of data; the message may have been delivered, try again later")

@@ -177,14 +177,14 @@ final class Session {
     /// answers (greylisting, our own trouble) do not. Past maxUnrecognizedCommands the client
     /// gets 421 instead and the session ends (returns false).
     func send(_ r: SMTPReply) async -> Bool {
-        if answering, r.code >= 500, !countError(r.summary) {
+        if answering, r.code >= 500, !countError() {
             return await closeForErrors()
         }
         return await write(r)
     }
 
     /// Counts an error; false when the limit is passed.
-    func countError(_ what: String) -> Bool {
+    func countError() -> Bool {
         errors += 1
         return errors <= listener.maxUnrecognizedCommands
     }
@@ -307,7 +307,7 @@ final class Session {
         switch cmd {
         case .helo, .ehlo, .noop, .rset, .vrfy, .help:
             junk += 1
-            if junk > Session.maxJunkCommands && !countError(cmd.verb) {
+            if junk > Session.maxJunkCommands && !countError() {
                 logDecision(stage: currentStage, check: "protocol", result: "junk-commands", action: "tempfail", reply: .tooManyErrors,
                             reason: "more than \(Session.maxJunkCommands) \(cmd.verb)/NOOP/RSET/VRFY/HELP/HELO commands without a message")
                 return await closeForErrors()
