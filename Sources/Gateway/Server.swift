@@ -214,6 +214,7 @@ public final class GatewayServer: @unchecked Sendable {
     private let lock = NSLock()
     private var serverChannels: [(String, Channel)] = []
     private var acceptTasks: [Task<Void, Never>] = []
+    private let unclaimed = UnclaimedConnections()
     private var watcher: Task<Void, Never>?
 
     /// Checks appended to every listener's policy, for embedding and tests (the
@@ -402,6 +403,7 @@ public final class GatewayServer: @unchecked Sendable {
     public func start() async throws {
         for l in config.listeners {
             let policies = self.policies
+            let unclaimed = self.unclaimed
             let helloName = l.resolvedHelloName
             for b in l.bind {
                 guard let addr = BindAddress(b) else { continue }
@@ -421,6 +423,7 @@ public final class GatewayServer: @unchecked Sendable {
                             // pauses: enough that pipelined commands and DATA lines do not
                             // toggle the socket's read interest line by line.
                             let async = try NIOAsyncChannel<SMTPLine, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(backPressureStrategy: .init(lowWatermark: 32, highWatermark: 128)))
+                            unclaimed.hold(async)
                             return (async, idle)
                         }
                     }
@@ -430,8 +433,9 @@ public final class GatewayServer: @unchecked Sendable {
                     _ = try? await server.executeThenClose { inbound in
                         try await withThrowingDiscardingTaskGroup { group in
                             for try await (conn, idle) in inbound {
+                                unclaimed.claim(conn)
                                 // The policy is taken when the session starts and kept to its end.
-                                guard let policy = policies.current[l.name] else { conn.channel.close(promise: nil); continue }
+                                guard let policy = policies.current[l.name] else { UnclaimedConnections.discard(conn); continue }
                                 group.addTask {
                                     await Session.handle(conn, idle: idle, listener: l, helloName: helloName, policy: policy, shared: shared)
                                 }
@@ -519,6 +523,7 @@ public final class GatewayServer: @unchecked Sendable {
         lock.withLock { purger }?.cancel()
         let tasks = lock.withLock { acceptTasks }
         for t in tasks { await t.value }
+        unclaimed.drain()
         shared.forwarder.shutdown()
         await greylist.close()
         try? await log.flush()

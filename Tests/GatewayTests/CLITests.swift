@@ -18,7 +18,9 @@ import Testing
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = ["serve", "--config", "c.yaml"]
         p.currentDirectoryURL = URL(fileURLWithPath: dir)
-        p.standardError = FileHandle.nullDevice
+        // Kept beside the config, so a test can show what the process said before it died.
+        FileManager.default.createFile(atPath: dir + "/stderr.log", contents: nil)
+        p.standardError = FileHandle(forWritingAtPath: dir + "/stderr.log")
         try p.run()
         for _ in 0..<100 {
             if let r = try? await Client.raw(port: port, [("QUIT\r\n", 1)]), r.greeting.hasPrefix("220 ") { return p }
@@ -48,7 +50,7 @@ import Testing
         let dir = NSTemporaryDirectory() + "mg-serve-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         // The embedded default listens on 127.0.0.1:2525; use a config that differs only in the port.
-        let port = Int.random(in: 30000...60000)
+        let port = try FaultTests.freePort()
         try "listeners:\n  - bind: [\"127.0.0.1:\(port)\"]\n".write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
         let p = try await Self.serve(dir: dir, port: port)
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }

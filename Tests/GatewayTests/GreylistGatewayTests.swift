@@ -285,7 +285,7 @@ enum GreylistBackend: String, CaseIterable, CustomTestStringConvertible, Sendabl
     @Test func aKilledGatewayKeepsTheTripletItAnswered() async throws {
         let dir = NSTemporaryDirectory() + "mg-greykill-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let port = Int.random(in: 30000...60000)
+        let port = try FaultTests.freePort()
         try "name: grey\nchecks:\n  greylist: {}\n".write(toFile: dir + "/p.yaml", atomically: true, encoding: .utf8)
         try """
         listeners:

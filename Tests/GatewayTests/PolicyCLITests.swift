@@ -87,7 +87,7 @@ import DNSResolver
     /// The promise: a SIGHUP with a broken policy keeps the old one serving and logs why.
     @Test func sighupWithABrokenPolicyKeepsTheOldOneServing() async throws {
         let dir = try copyOfShipped()
-        let port = Int.random(in: 30000...60000)
+        let port = try FaultTests.freePort()
         try "policy: policies/strict.yaml\nlisteners:\n  - bind: [\"127.0.0.1:\(port)\"]\n".write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
         let p = try await CLITests.serve(dir: dir, port: port)
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
