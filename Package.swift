@@ -39,7 +39,7 @@ let package = Package(
                                                  .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
         .target(name: "DecisionLog", dependencies: ["CLibCrypto", "SMTPProtocol"]),
         .target(name: "PolicyEngine",
-                dependencies: ["SMTPProtocol", "DecisionLog", "DNSResolver", .product(name: "Yams", package: "Yams")]),
+                dependencies: ["SMTPProtocol", "DecisionLog", "DNSResolver", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Yams", package: "Yams")]),
         .target(name: "Greylist",
                 dependencies: ["CSQLite", "SMTPProtocol",
                                .product(name: "PostgresNIO", package: "postgres-nio"),

@@ -15,7 +15,17 @@ public struct DeliveryOutcome: Sendable {
     /// `unknown`: the final dot went out and no answer came back (RFC 1047). The message may
     /// have been delivered; it is never sent again by the gateway, and the client hears 451.
     /// `localError`: the gateway could not read its own copy; nothing was delivered.
-    public enum Kind: String, Sendable { case delivered, rejected, tempfailed, unknown, localError = "local-error" }
+    public enum Kind: String, Sendable {
+        case delivered, rejected, tempfailed, unknown, localError = "local-error"
+        /// The transaction record's action.
+        public var action: String {
+            switch self {
+            case .delivered: return "accept"
+            case .rejected: return "reject"
+            case .tempfailed, .unknown, .localError: return "tempfail"
+            }
+        }
+    }
     public var kind: Kind
     /// The reply for the client.
     public var reply: SMTPReply

@@ -137,16 +137,3 @@ public final class MessageSpool: @unchecked Sendable {
         }
     }
 }
-
-/// Parses header fields (RFC 5322 §2.2), unfolding continuation lines.
-public enum HeaderParser {
-    /// Name and unfolded value of one whole field (its lines joined by CRLF); nil without a colon.
-    public static func field<C: Collection>(_ raw: C) -> (String, String)? where C.Element == UInt8 {
-        let text = String(decoding: raw, as: UTF8.self)
-        guard let colon = text.firstIndex(of: ":") else { return nil }
-        let name = String(text[..<colon]).trimmingCharacters(in: .whitespaces)
-        let value = text[text.index(after: colon)...].split(separator: "\r\n", omittingEmptySubsequences: false)
-            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.joined(separator: " ")
-        return (name, value)
-    }
-}

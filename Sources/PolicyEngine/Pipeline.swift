@@ -13,25 +13,6 @@
 import SMTPProtocol
 import Foundation
 
-public enum Stage: String, CaseIterable, Sendable, Comparable {
-    case connect, helo, mail, rcpt, data, message
-
-    public static func < (a: Stage, b: Stage) -> Bool {
-        a.order < b.order
-    }
-
-    var order: Int {
-        switch self {
-        case .connect: return 0
-        case .helo: return 1
-        case .mail: return 2
-        case .rcpt: return 3
-        case .data: return 4
-        case .message: return 5
-        }
-    }
-}
-
 /// What a check decided.
 public enum Action: Sendable, Equatable {
     case `continue`
@@ -52,38 +33,6 @@ public enum Action: Sendable, Equatable {
         case .reject(let r), .tempfail(let r): return r
         default: return nil
         }
-    }
-}
-
-/// A header field a check asks to add to the forwarded message.
-public struct HeaderField: Sendable, Equatable {
-    public var name: String
-    public var value: String
-    public init(_ name: String, _ value: String) {
-        self.name = name
-        self.value = value
-    }
-}
-
-extension HeaderField {
-    /// One `Authentication-Results:` field for all of our checks' results (RFC 8601 §2.2),
-    /// where the first of them stood.
-    public static func mergingAuthenticationResults(_ headers: [HeaderField], authserv: String) -> [HeaderField] {
-        let prefix = authserv + "; "
-        func ours(_ h: HeaderField) -> Bool { h.name.lowercased() == "authentication-results" && h.value.hasPrefix(prefix) }
-        let mine = headers.filter(ours)
-        guard mine.count > 1 else { return headers }
-        let merged = HeaderField("Authentication-Results", prefix + mine.map { String($0.value.dropFirst(prefix.count)) }.joined(separator: ";\r\n\t"))
-        var out: [HeaderField] = []
-        var placed = false
-        for h in headers {
-            if ours(h) {
-                if !placed { out.append(merged); placed = true }
-            } else {
-                out.append(h)
-            }
-        }
-        return out
     }
 }
 

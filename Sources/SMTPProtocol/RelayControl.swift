@@ -1,5 +1,3 @@
-import SMTPProtocol
-
 /// The relay decision for one recipient (no open relay, for any address form), shared by
 /// the gateway's session and the simulator so they cannot disagree.
 public enum RelayControl {

@@ -28,6 +28,8 @@ public struct MailParameters: Hashable, Sendable {
 public enum SMTPCommand: Hashable, Sendable {
     case helo(String)
     case ehlo(String)
+    /// RFC 2033: LMTP's greeting, in place of HELO and EHLO.
+    case lhlo(String)
     case mail(ReversePath, MailParameters)
     case rcpt(Mailbox)
     case data
@@ -46,6 +48,7 @@ public enum SMTPCommand: Hashable, Sendable {
         switch self {
         case .helo: return "HELO"
         case .ehlo: return "EHLO"
+        case .lhlo: return "LHLO"
         case .mail: return "MAIL"
         case .rcpt: return "RCPT"
         case .data: return "DATA"
@@ -99,7 +102,7 @@ public enum CommandParser {
         let argTrimmed = Substring(String(arg).trimmingSpaces())
 
         switch verb {
-        case "HELO", "EHLO":
+        case "HELO", "EHLO", "LHLO":
             let words = argTrimmed.split(separator: " ")
             guard let name = words.first else {
                 return .failure(.syntax(SMTPReply(501, "5.5.4", "Syntax: \(verb) hostname")))
@@ -107,7 +110,11 @@ public enum CommandParser {
             guard name.utf8.allSatisfy({ $0 > 32 && $0 != 127 }) else {
                 return .failure(.syntax(SMTPReply(501, "5.5.4", "Invalid characters in \(verb) argument")))
             }
-            return .success(verb == "HELO" ? .helo(String(name)) : .ehlo(String(name)))
+            switch verb {
+            case "HELO": return .success(.helo(String(name)))
+            case "EHLO": return .success(.ehlo(String(name)))
+            default: return .success(.lhlo(String(name)))
+            }
         case "MAIL":
             return parseMail(arg, options: options)
         case "RCPT":

@@ -1,0 +1,77 @@
+import Foundation
+import SMTPProtocol
+import PolicyEngine
+import DecisionLog
+
+/// The session's records in the decision log: who, what stage, which check, what result,
+/// what action, why.
+extension Session {
+    func record(_ event: String, _ fields: [(String, JSONValue)]) -> LogRecord {
+        LogRecord(event: event, session: id, fields: [("client", .string(clientIPText))] + fields)
+    }
+
+    func log(_ event: String, _ fields: [(String, JSONValue)]) {
+        shared.log.append(record(event, fields))
+    }
+
+    var policyFields: [(String, JSONValue)] { [("policy", .string(policy.name)), ("policy_version", .string(policy.version))] }
+
+    /// A decision the session makes itself (protocol, relay, limits…), in a verdict's shape.
+    func logDecision(_ d: SMTPDecision) {
+        var f: [(String, JSONValue)] = [("stage", .string(d.stage.rawValue)), ("check", .string(d.check)), ("result", .string(d.result)),
+                                        ("action", .string(d.action))]
+        if let r = d.reply { f.append(("reply", .string(r.summary))) }
+        if let r = d.reason { f.append(("reason", .string(r))) }
+        if let s = d.sender { f.append(("sender", .string(s.description))) }
+        if let r = d.recipient { f.append(("recipient", .string(r.description))) }
+        log("verdict", f + policyFields)
+    }
+
+    /// A verdict of the policy: a check's result, a rule that fired, a threshold.
+    func logVerdict(_ v: PolicyVerdict, extra: [(String, JSONValue)]) {
+        var f: [(String, JSONValue)] = [("stage", .string(v.stage.rawValue)), ("check", .string(v.check))]
+        if let r = v.rule { f.append(("rule", .string(r))) }
+        if let p = v.place { f.append(("rule_file", .string(p))) }
+        f += [("result", .string(v.result)), ("action", .string(v.action))]
+        if let r = v.reply { f.append(("reply", .string(r.summary))) }
+        if let r = v.reason { f.append(("reason", .string(r))) }
+        if v.score != 0 { f.append(("score", .double(v.score))) }
+        if let w = v.would { f.append(("monitor", .bool(true))); f.append(("would", .string(w))) }
+        if let d = v.deferredTo { f.append(("deferred_to", .string(d.rawValue))) }
+        if let o = v.overriddenBy { f.append(("overridden_by", .string(o))) }
+        if !v.headers.isEmpty { f.append(("headers", .array(v.headers.map { .string("\($0.name): \($0.value)") }))) }
+        if let d = v.durationMicros { f.append(("duration_ms", .double(Double(d) / 1000))) }
+        log("verdict", f + extra + policyFields)
+    }
+
+    func stageContext(_ stage: Stage) -> [(String, JSONValue)] {
+        var f: [(String, JSONValue)] = []
+        if let t = machine.transaction, stage >= .mail { f.append(("sender", .string(t.sender.description))) }
+        if stage == .rcpt, let r = machine.transaction?.candidate { f.append(("recipient", .string(r.description))) }
+        return f
+    }
+
+    func logTransaction(_ t: SMTPTransaction, action: String, reply: SMTPReply) {
+        var f: [(String, JSONValue)] = [
+            ("transaction", .string(t.id)), ("sender", .string(t.sender.description)),
+            ("recipients", .array(t.recipients.map { .string($0.description) })), ("size", .int(message?.size ?? 0)),
+            ("message_id", .string(message?.messageID ?? "")), ("action", .string(action)), ("reply", .string(reply.summary)),
+        ] + policyFields
+        if run.score != 0 { f.append(("score", .double(run.score))) }
+        if let d = delivery {
+            f.append(("downstream", .object([("target", .string(d.target)), ("result", .string(d.kind.rawValue)), ("reply", .string(d.detail))])))
+        }
+        delivery = nil
+        log("transaction", f)
+    }
+
+    func close(_ reason: SMTPCloseReason, detail: String?) {
+        if closeLogged { return }
+        closeLogged = true
+        let d = (ContinuousClock.now - started).components
+        var f: [(String, JSONValue)] = [("reason", .string(reason.rawValue)), ("transactions", .int(machine.transactions)),
+                                        ("duration_ms", .int(Int(d.seconds) * 1000 + Int(d.attoseconds / 1_000_000_000_000_000)))]
+        if let d = detail { f.append(("detail", .string(d))) }
+        log("session.close", f)
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import NIOCore
+import SMTPProtocol
+import PolicyEngine
+
+/// The DATA phase: lines from the channel through the DataReader (dot-unstuffing, bare CR
+/// and LF, line length) into the one `MessageIntake` (headers, DKIM, the forged
+/// Authentication-Results filter, the spool), bounded by the per-line timeout and
+/// dataDeadline.
+extension Session {
+    func receiveMessage(_ inbound: inout Inbound) async {
+        let spool = MessageSpool(directory: shared.config.spoolDirectory, memoryLimit: shared.config.spoolMemoryLimit)
+        message = MessageFacts(spool: spool)
+        let intake = MessageIntake(checks: policy.checks, authservIDs: shared.authservIDs, maxMessageSize: listener.maxMessageOctets,
+                                   keep: { spool.appendLine($0) })
+        var reader = DataReader(maxLineLength: 1000)
+        let started = ContinuousClock.now
+        while machine.phase == .data {
+            if ContinuousClock.now - started > .seconds(listener.dataDeadline) { await feed(.dataDeadlinePassed); return }
+            idle.setBusy(false)
+            let event = await nextCommand(&inbound)
+            idle.setBusy(true)
+            guard case .command(let line) = event else { await feed(event); return }
+            for e in reader.feed(line) {
+                switch e {
+                case .content(let buf):
+                    intake.line(buf, size: reader.size)
+                case .headersComplete:
+                    intake.endHeaders()
+                    message?.headers = intake.headers
+                    message?.size = reader.size
+                    await feed(.headersComplete)
+                case .end:
+                    await endOfData(reader: reader, intake: intake, spool: spool)
+                    return
+                }
+            }
+        }
+    }
+
+    func endOfData(reader: DataReader, intake: MessageIntake, spool: MessageSpool) async {
+        let streamed = await intake.finish()
+        message?.headers = intake.headers
+        message?.size = reader.size
+        message?.truncated = intake.truncated
+        if !intake.headerTooLarge { message?.streamed = streamed }
+        if intake.droppedAuthenticationResults > 0 {
+            let n = intake.droppedAuthenticationResults
+            logDecision(SMTPDecision(stage: .message, check: "headers", result: "removed", action: "continue", reply: nil,
+                                     reason: "removed \(n) Authentication-Results field\(n == 1 ? "" : "s") claiming to be from \(helloName)",
+                                     sender: machine.transaction?.sender))
+        }
+        var s = SMTPDataSummary()
+        s.size = reader.size
+        s.problem = reader.problem.map { ($0.name, $0.reply) }
+        s.headerTooLarge = intake.headerTooLarge
+        s.truncated = intake.truncated
+        if spool.failed != 0 { s.spoolError = String(cString: strerror(spool.failed)) }
+        await feed(.dataEnded(s))
+    }
+}

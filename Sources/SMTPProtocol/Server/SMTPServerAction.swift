@@ -1,0 +1,32 @@
+/// What the driver must do for the state machine, in order. Those marked "answer" are
+/// followed by the event named, before any other.
+public enum SMTPServerAction: Sendable, Equatable {
+    /// Write a reply.
+    case send(SMTPReply)
+    /// Run a stage of the policy over the machine's current state; answer `stageDone`.
+    case runStage(Stage)
+    /// Mark the session as in a transaction and start the policy's transaction; answer
+    /// `transactionOpened`.
+    case openTransaction
+    /// The transaction is over; when the gateway is shutting down meanwhile, feed
+    /// `shutdownRequested` once the other actions are done.
+    case endTransaction
+    /// Ask the downstream about a recipient; answer `recipientVerified`.
+    case verifyRecipient(Mailbox)
+    /// May DATA begin (the decision log healthy, no rejection deferred to DATA)? Answer
+    /// `dataAdmitted`.
+    case admitData
+    /// The 354 is out: read the message through the intake, feeding `headersComplete` and
+    /// `dataEnded`.
+    case receiveData
+    /// Make the decision to forward this transaction durable; answer `committed`.
+    case commit(SMTPTransaction)
+    /// Forward the message; answer `delivered`.
+    case deliver(SMTPTransaction)
+    /// Log a decision of the session.
+    case log(SMTPDecision)
+    /// Log the transaction's outcome.
+    case logTransaction(SMTPTransaction, action: String, reply: SMTPReply)
+    /// Log the end of the session and close the connection.
+    case close(SMTPCloseReason, detail: String?)
+}

@@ -1,0 +1,219 @@
+extension SMTPServerStateMachine {
+    /// Verbs that mean another protocol was sent to us: 421 and close at once.
+    static let foreignVerbs: Set<String> = ["GET", "POST", "HEAD", "PUT", "CONNECT", "USER"]
+
+    mutating func command(_ line: SMTPLine) -> [SMTPServerAction] {
+        if line.overflow || line.wireLength > 512 {
+            return refuse(currentStage, "protocol", "line-too-long", .lineTooLong,
+                          "command line of \(line.wireLength)\(line.overflow ? "+" : "") octets exceeds 512")
+        }
+        let text = String(decoding: line.bytes.readableBytesView, as: UTF8.self)
+        switch CommandParser.parse(text, options: configuration.parserOptions, transactionUTF8: transaction?.parameters.smtpUTF8 ?? false) {
+        case .failure(.unrecognized(let verb)):
+            if Self.foreignVerbs.contains(verb) {
+                let r = SMTPReply(421, "4.7.0", "This is an SMTP server; closing connection")
+                return [.log(decision(currentStage, "protocol", "forbidden-command", "tempfail", r,
+                                      "\(verb) command: HTTP or other protocol sent to SMTP")),
+                        .send(r), close(.forbiddenCommand)]
+            }
+            return refuse(currentStage, "protocol", "unrecognized", CommandError.unrecognized(verb).reply, "unrecognized command \(verb)")
+        case .failure(.syntax(let r)):
+            return refuse(currentStage, "protocol", "syntax", r, "bad syntax: \(String(text.prefix(100)))")
+        case .success(let c):
+            if let tooMuch = countJunk(c) { return tooMuch }
+            return dispatch(c)
+        }
+    }
+
+    /// HELO, EHLO, LHLO, NOOP, RSET, VRFY and HELP: past maxJunkCommands without a message
+    /// each also counts as an error.
+    mutating func countJunk(_ c: SMTPCommand) -> [SMTPServerAction]? {
+        switch c {
+        case .helo, .ehlo, .lhlo, .noop, .rset, .vrfy, .help: break
+        default: return nil
+        }
+        junk += 1
+        guard junk > configuration.maxJunkCommands else { return nil }
+        errors += 1
+        guard errors > configuration.maxErrors else { return nil }
+        return [.log(decision(currentStage, "protocol", "junk-commands", "tempfail", .tooManyErrors,
+                              "more than \(configuration.maxJunkCommands) \(c.verb)/NOOP/RSET/VRFY/HELP/HELO commands without a message"))]
+            + closeForErrors()
+    }
+
+    mutating func dispatch(_ c: SMTPCommand) -> [SMTPServerAction] {
+        switch c {
+        case .helo(let name): return greet(name, verb: "HELO")
+        case .ehlo(let name): return greet(name, verb: "EHLO")
+        case .lhlo(let name): return greet(name, verb: "LHLO")
+        case .mail(let from, let params): return mail(from, params)
+        case .rcpt(let to): return rcpt(to)
+        case .data: return data()
+        case .rset:
+            let end: [SMTPServerAction] = transaction == nil ? [] : [endTransaction()]
+            return end + reply(SMTPReply(250, "2.0.0", "Reset OK"))
+        case .noop: return reply(.ok)
+        case .quit: return [.send(SMTPReply(221, "2.0.0", "\(configuration.helloName) closing connection")), close(.quit)]
+        case .vrfy: return reply(SMTPReply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"))
+        case .expn: return reply(SMTPReply(502, "5.5.1", "EXPN not available"))
+        case .help:
+            let greet = configuration.dialect == .lmtp ? "LHLO" : "HELO EHLO"
+            return reply(SMTPReply(214, "2.0.0", "Commands: \(greet) MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"))
+        case .starttls, .auth, .bdat:
+            // Their states come with TLS, AUTH and CHUNKING; until then they are not offered.
+            return refuse(currentStage, "protocol", "not-implemented", SMTPReply(502, "5.5.1", "\(c.verb) not available"),
+                          "\(c.verb) is not offered")
+        }
+    }
+
+    func badSequence(_ text: String) -> SMTPReply { .badSequence(text) }
+
+    // MARK: HELO / EHLO / LHLO
+
+    mutating func greet(_ name: String, verb: String) -> [SMTPServerAction] {
+        let lmtp = configuration.dialect == .lmtp
+        if lmtp != (verb == "LHLO") {
+            let r = lmtp ? SMTPReply(500, "5.5.1", "This is an LMTP server: use LHLO")
+                         : CommandError.unrecognized(verb).reply
+            return refuse(currentStage, "protocol", lmtp ? "wrong-dialect" : "unrecognized", r,
+                          lmtp ? "\(verb) sent to an LMTP listener" : "unrecognized command \(verb)")
+        }
+        let end: [SMTPServerAction] = transaction == nil ? [] : [endTransaction()]
+        heloVerb = verb
+        heloCandidate = name
+        return awaiting(.helo(name: name, verb: verb), end + [.runStage(.helo)])
+    }
+
+    mutating func heloDone(name: String, verb: String, _ o: SMTPStageOutcome) -> [SMTPServerAction] {
+        if let r = o.reply {
+            helo = nil
+            heloCandidate = nil
+            return ready(reply(r))
+        }
+        helo = name
+        extended = verb != "HELO"
+        let first = "\(configuration.helloName) Hello \(name) [\(configuration.clientAddress)]"
+        guard extended else { return ready(reply(SMTPReply(code: 250, enhanced: nil, lines: [first]))) }
+        return ready(reply(SMTPReply(code: 250, enhanced: nil, lines: [first] + extensions)))
+    }
+
+    /// What EHLO and LHLO advertise: only what the session can honour end to end.
+    public var extensions: [String] {
+        let size = configuration.maxMessageSize > 0 ? "SIZE \(configuration.maxMessageSize)" : "SIZE"
+        return ["PIPELINING", size, "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "HELP"]
+    }
+
+    // MARK: MAIL
+
+    mutating func mail(_ from: ReversePath, _ params: MailParameters) -> [SMTPServerAction] {
+        if configuration.heloRequired && helo == nil {
+            return refuse(currentStage, "protocol", "bad-sequence", badSequence("Send \(configuration.dialect == .lmtp ? "LHLO" : "HELO/EHLO") first"),
+                          "Send HELO/EHLO first")
+        }
+        if transaction != nil { return refuse(currentStage, "protocol", "bad-sequence", badSequence("Nested MAIL command"), "Nested MAIL command") }
+        if !extended && (params.size != nil || params.body != nil || params.smtpUTF8) {
+            return refuse(.mail, "protocol", "syntax", SMTPReply(555, "5.5.4", "MAIL parameters require EHLO"), "ESMTP parameters after HELO")
+        }
+        return awaiting(.open(from, params), [.openTransaction])
+    }
+
+    mutating func transactionOpened(_ allowed: Bool) -> [SMTPServerAction] {
+        guard case .open(let from, let params) = pending else { return [] }
+        guard allowed else { return [.send(.shuttingDown), close(.shutdown)] }
+        transactions += 1
+        transaction = SMTPTransaction(id: "\(sessionID).\(transactions)", sender: from, parameters: params)
+        return awaiting(.mail, [.runStage(.mail)])
+    }
+
+    mutating func mailDone(_ o: SMTPStageOutcome) -> [SMTPServerAction] {
+        guard let t = transaction else { return ready([]) }
+        if let r = o.reply { return ready([endTransaction()] + reply(r)) }
+        transaction?.headers += o.headers
+        return ready(reply(SMTPReply(250, "2.1.0", "Sender <\(t.sender)> OK")))
+    }
+
+    // MARK: RCPT
+
+    mutating func rcpt(_ given: Mailbox) -> [SMTPServerAction] {
+        guard transaction != nil else { return refuse(currentStage, "protocol", "bad-sequence", badSequence("Need MAIL before RCPT"), "Need MAIL before RCPT") }
+        // `user@local.` is the same mailbox as `user@local`; it is forwarded without the dot.
+        let to = given.withoutTrailingDot
+        transaction?.rcptAttempted = true
+        transaction?.candidate = to
+        let count = transaction?.recipients.count ?? 0
+        if count >= configuration.maxRecipients {
+            return refuseRecipient("limits", "too-many-recipients", SMTPReply(452, "4.5.3", "Too many recipients"),
+                                   "more than maxRecipients \(configuration.maxRecipients)")
+        }
+        let local = to.domain.isEmpty || configuration.isLocalDomain(to.domain)
+        if let refusal = RelayControl.check(to, isLocal: local, clientTrusted: configuration.clientTrusted, client: configuration.clientAddress,
+                                            allowUntrustedRouting: configuration.allowUntrustedRouting) {
+            return refuseRecipient("relay", refusal.result, refusal.reply, refusal.reason)
+        }
+        var out: [SMTPServerAction] = []
+        if !local {
+            out.append(.log(decision(.rcpt, "relay", "authorized", "continue", nil,
+                                     "client \(configuration.clientAddress) matches authorizedAddresses")))
+        }
+        return awaiting(.rcpt, out + [.runStage(.rcpt)])
+    }
+
+    mutating func refuseRecipient(_ check: String, _ result: String, _ r: SMTPReply, _ reason: String) -> [SMTPServerAction] {
+        let out = refuse(.rcpt, check, result, r, reason)
+        transaction?.candidate = nil
+        return ready(out)
+    }
+
+    mutating func rcptDone(_ o: SMTPStageOutcome) -> [SMTPServerAction] {
+        guard let to = transaction?.candidate else { return ready([]) }
+        if let r = o.reply {
+            transaction?.candidate = nil
+            return ready(reply(r))
+        }
+        transaction?.headers += o.headers
+        if configuration.verifyRecipients && !to.domain.isEmpty { return awaiting(.verification, [.verifyRecipient(to)]) }
+        return acceptRecipient()
+    }
+
+    mutating func recipientVerified(target: String, reply r: SMTPReply?) -> [SMTPServerAction] {
+        guard pending == .verification else { return [] }
+        if let r, !r.isPositive {
+            return refuseRecipient("downstream", "refused", r, "\(target) refused the recipient at verification")
+        }
+        return acceptRecipient()
+    }
+
+    mutating func acceptRecipient() -> [SMTPServerAction] {
+        guard let to = transaction?.candidate else { return ready([]) }
+        transaction?.recipients.append(to)
+        transaction?.candidate = nil
+        return ready(reply(SMTPReply(250, "2.1.5", "Recipient <\(to)> OK")))
+    }
+
+    // MARK: Stage results
+
+    mutating func stageDone(_ stage: Stage, _ o: SMTPStageOutcome) -> [SMTPServerAction] {
+        switch (pending, stage) {
+        case (.connect, .connect): return connectDone(o)
+        case (.helo(let name, let verb), .helo): return heloDone(name: name, verb: verb, o)
+        case (.mail, .mail): return mailDone(o)
+        case (.rcpt, .rcpt): return rcptDone(o)
+        case (.dataStage, .data):
+            pending = .none
+            dataOutcome = o.reply == nil ? nil : o
+            transaction?.headers += o.headers
+            return []
+        case (.messageStage, .message): return messageDone(o)
+        default: return []
+        }
+    }
+
+    mutating func connectDone(_ o: SMTPStageOutcome) -> [SMTPServerAction] {
+        if let r = o.reply {
+            // A refusal at connect is final: 554 (or 421 when temporary), then close.
+            let said = r.isTransient ? SMTPReply(code: 421, enhanced: r.enhanced, lines: r.lines) : r
+            return [.send(said), close(.connectRejected, detail: r.summary)]
+        }
+        return ready([.send(configuration.greetingReply)])
+    }
+}

@@ -1,0 +1,167 @@
+/// One SMTP or LMTP server session as a pure state machine (after postgres-nio's
+/// `ConnectionStateMachine`): events in, actions out; no channel, no I/O, no clock. It owns
+/// the session's state (HELO, the one envelope, counters, limits), the relay decision, the
+/// error counting and the reply texts. The gateway's session, the simulator and the policy
+/// tests drive it; tests drive it without a socket.
+public struct SMTPServerStateMachine: Sendable {
+    /// What the driver does next once it has performed the actions.
+    public enum Phase: Sendable, Equatable {
+        /// Waiting for the answer to an action (a stage, the downstream…).
+        case busy
+        /// Read the next command line.
+        case command
+        /// Read the message (after `receiveData`).
+        case data
+        /// The session is over.
+        case closed
+    }
+
+    enum Pending: Sendable, Equatable {
+        case none, connect, helo(name: String, verb: String), open(ReversePath, MailParameters), mail, rcpt, verification,
+             admission, dataStage, messageStage, commit, delivery
+    }
+
+    public let configuration: SMTPServerConfiguration
+    public let sessionID: String
+    public internal(set) var phase: Phase = .busy
+    var pending: Pending = .none
+    /// The HELO/EHLO/LHLO name, once accepted.
+    public internal(set) var helo: String?
+    /// HELO, EHLO or LHLO: the verb given last (also while its stage runs).
+    public internal(set) var heloVerb: String?
+    /// The name under consideration while the helo stage runs, then the accepted one.
+    public internal(set) var heloCandidate: String?
+    /// The client greeted with EHLO or LHLO.
+    public internal(set) var extended = false
+    public internal(set) var transaction: SMTPTransaction?
+    /// Transactions begun in this session.
+    public internal(set) var transactions = 0
+    /// Refused commands since the last accepted message.
+    public internal(set) var errors = 0
+    /// Harmless commands since the last accepted message.
+    public internal(set) var junk = 0
+    /// True while answering a client command (a refusal counts as an error).
+    var answering = false
+    /// Set when the data stage refused: the message is refused at its end.
+    var dataOutcome: SMTPStageOutcome?
+    var dataSummary = SMTPDataSummary()
+
+    public init(configuration: SMTPServerConfiguration, sessionID: String) {
+        self.configuration = configuration
+        self.sessionID = sessionID
+    }
+
+    /// The stage a decision belongs to, from where the session is.
+    public var currentStage: Stage {
+        if let t = transaction { return t.recipients.isEmpty && t.candidate == nil ? .mail : .rcpt }
+        return helo == nil ? .connect : .helo
+    }
+
+    /// Feeds one event; returns what to do, in order.
+    public mutating func handle(_ event: SMTPServerEvent) -> [SMTPServerAction] {
+        if phase == .closed { return [] }
+        switch event {
+        case .connected:
+            pending = .connect
+            return [.runStage(.connect)]
+        case .command(let line):
+            guard phase == .command else { return [] }
+            answering = true
+            defer { answering = false }
+            return command(line)
+        case .stageDone(let stage, let outcome):
+            return stageDone(stage, outcome)
+        case .transactionOpened(let allowed):
+            return transactionOpened(allowed)
+        case .recipientVerified(let target, let reply):
+            return recipientVerified(target: target, reply: reply)
+        case .dataAdmitted(let refusal, let ends):
+            return dataAdmitted(refusal, endsTransaction: ends)
+        case .headersComplete:
+            guard phase == .data else { return [] }
+            pending = .dataStage
+            return [.runStage(.data)]
+        case .dataEnded(let summary):
+            return dataEnded(summary)
+        case .committed(let error):
+            return committed(error: error)
+        case .delivered(let report):
+            return delivered(report)
+        case .timeout:
+            return timedOut(reason: phase == .data ? "no data for \(configuration.connectionTimeout)s; message discarded"
+                                                   : "no command for \(configuration.connectionTimeout)s")
+        case .dataDeadlinePassed:
+            let r = SMTPReply(451, "4.4.2", "DATA took longer than \(configuration.dataDeadline)s; message discarded")
+            return [.send(r), .log(decision(.data, "protocol", "data-deadline", "tempfail", r,
+                                            "DATA phase over dataDeadline \(configuration.dataDeadline)s; message discarded")),
+                    close(.timeout)]
+        case .closed(let byServer, let detail):
+            return [close(byServer ? .shutdown : .clientClosed, detail: phase == .data ? "during DATA; message discarded" : detail)]
+        case .shutdownRequested:
+            return [.send(.shuttingDown), close(.shutdown)]
+        }
+    }
+
+    // MARK: Replies and counting
+
+    /// A reply to a command: a 5xx counts as an error (unknown verbs, syntax, bad sequence,
+    /// relay and policy refusals); past maxErrors the client gets 421 instead and the
+    /// session ends. Temporary answers do not count.
+    mutating func reply(_ r: SMTPReply) -> [SMTPServerAction] {
+        if answering && r.code >= 500 {
+            errors += 1
+            if errors > configuration.maxErrors { return closeForErrors() }
+        }
+        return [.send(r)]
+    }
+
+    mutating func closeForErrors() -> [SMTPServerAction] {
+        [.log(decision(currentStage, "protocol", "too-many-errors", "tempfail", .tooManyErrors,
+                       "\(errors) refused commands (limit maxUnrecognizedCommands \(configuration.maxErrors))")),
+         .send(.tooManyErrors), close(.tooManyErrors)]
+    }
+
+    /// A refusal the session decides itself: logged, then answered (and counted).
+    mutating func refuse(_ stage: Stage, _ check: String, _ result: String, _ r: SMTPReply, _ reason: String) -> [SMTPServerAction] {
+        [.log(decision(stage, check, result, r.isTransient ? "tempfail" : "reject", r, reason))] + reply(r)
+    }
+
+    func decision(_ stage: Stage, _ check: String, _ result: String, _ action: String, _ r: SMTPReply?, _ reason: String?) -> SMTPDecision {
+        SMTPDecision(stage: stage, check: check, result: result, action: action, reply: r, reason: reason,
+                     sender: stage >= .mail ? transaction?.sender : nil, recipient: stage == .rcpt ? transaction?.candidate : nil)
+    }
+
+    mutating func close(_ reason: SMTPCloseReason, detail: String? = nil) -> SMTPServerAction {
+        phase = .closed
+        pending = .none
+        return .close(reason, detail: detail)
+    }
+
+    mutating func timedOut(reason: String) -> [SMTPServerAction] {
+        let stage = phase == .data ? Stage.data : currentStage
+        return [.send(.timeout), .log(decision(stage, "protocol", "timeout", "tempfail", .timeout, reason)), close(.timeout)]
+    }
+
+    /// Back to reading commands.
+    mutating func ready(_ actions: [SMTPServerAction]) -> [SMTPServerAction] {
+        if phase != .closed {
+            phase = .command
+            pending = .none
+        }
+        return actions
+    }
+
+    mutating func awaiting(_ p: Pending, _ actions: [SMTPServerAction]) -> [SMTPServerAction] {
+        phase = .busy
+        pending = p
+        return actions
+    }
+
+    /// Ends the transaction (RSET, HELO, a refused MAIL, the end of data).
+    mutating func endTransaction() -> SMTPServerAction {
+        transaction = nil
+        dataOutcome = nil
+        dataSummary = SMTPDataSummary()
+        return .endTransaction
+    }
+}

@@ -1,0 +1,21 @@
+/// The one envelope of a transaction, owned by the state machine.
+public struct SMTPTransaction: Sendable, Equatable {
+    /// `<session id>.<n>`: in the trace field and every log record of the transaction.
+    public var id: String
+    public var sender: ReversePath
+    public var parameters: MailParameters
+    /// Accepted recipients, in order.
+    public var recipients: [Mailbox] = []
+    /// The recipient under consideration at RCPT (checks, verification).
+    public var candidate: Mailbox?
+    /// True once any RCPT was given (for 554 "No valid recipients" at DATA).
+    public var rcptAttempted = false
+    /// Fields the checks asked to add to the message.
+    public var headers: [HeaderField] = []
+
+    public init(id: String, sender: ReversePath, parameters: MailParameters) {
+        self.id = id
+        self.sender = sender
+        self.parameters = parameters
+    }
+}
