@@ -174,37 +174,6 @@ public protocol StreamingCheck: Check {
     func makeObserver() -> MessageObserver
 }
 
-/// Splits a whole message (LF or CRLF line ends) into what an observer wants.
-public enum MessageStreamer {
-    public static func feed(_ message: [UInt8], to observers: [MessageObserver]) {
-        guard !observers.isEmpty else { return }
-        var lines = message.split(separator: 0x0A, omittingEmptySubsequences: false).map { l -> [UInt8] in
-            var a = Array(l)
-            if a.last == 0x0D { a.removeLast() }
-            return a
-        }
-        if lines.last?.isEmpty == true { lines.removeLast() }
-        var i = 0
-        var field: [UInt8] = []
-        while i < lines.count {
-            let l = lines[i]
-            i += 1
-            if l.isEmpty { break }
-            if (l.first == 0x20 || l.first == 0x09) && !field.isEmpty {
-                field += [13, 10] + l
-            } else {
-                if !field.isEmpty { for o in observers { o.header(field) } }
-                field = l
-            }
-        }
-        if !field.isEmpty { for o in observers { o.header(field) } }
-        for o in observers { o.endOfHeaders() }
-        var body: [UInt8] = []
-        for l in lines[i...] { body += l + [13, 10] }
-        if !body.isEmpty { for o in observers { o.body(body) } }
-    }
-}
-
 /// A check: a named piece of policy that runs at one or more stages.
 public protocol Check: Sendable {
     var name: String { get }

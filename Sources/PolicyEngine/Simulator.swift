@@ -84,127 +84,26 @@ public struct SimulationResult: Sendable {
     public var would: [String] { verdicts.compactMap(\.would) }
 }
 
-/// Runs a policy over a made-up session, with the same stage logic as the gateway, without
-/// any network: the answer to "why would this mail be refused?".
+/// Runs a policy over a made-up session through the same state machine as the gateway
+/// (`SMTPServerStateMachine`), with a simulated transport and no network: the answer to
+/// "why would this mail be refused?". The client gives up at the first refusal at
+/// connect, HELO or MAIL; refused recipients are skipped, and with none accepted the first
+/// refusal is the verdict.
 public enum PolicySimulator {
     public static func run(_ policy: CompiledPolicy, _ input: SimulationInput) async -> SimulationResult {
-        // Injected results replace the checks they name.
-        let checks = policy.checks.map { pc -> PolicyCheck in
-            guard let inj = input.injected[pc.check.name] else { return pc }
-            return PolicyCheck(InjectedCheck(name: pc.check.name, stages: pc.check.stages, fixed: inj), onError: pc.onError)
-        }
-        let p = CompiledPolicy(name: policy.name, version: policy.version, path: policy.path, description: policy.description,
-                               monitor: policy.monitor, deferRejection: policy.deferRejection, checks: checks, rules: policy.rules,
-                               thresholds: policy.thresholds, checkTimeout: policy.checkTimeout, files: policy.files)
-        let run = PolicyRun(policy: p, isLocalDomain: { input.isLocal($0) })
-        var ctx = CheckContext(sessionID: "simulation", listener: "smtp", clientIP: input.clientIP, clientPort: 0,
-                               clientAuthorized: input.authorizedAddresses.contains { $0.contains(input.clientIP) },
-                               maxMessageSize: input.maxMessageSize)
-        ctx.clientPTR = input.clientPTR
-        ctx.authenticatedUser = input.authenticatedUser
-        ctx.tls = input.tls
-        var out = SimulationResult()
-
-        func step(_ stage: Stage, _ label: String) async -> Action {
-            var vs: [PolicyVerdict] = []
-            let d = await run.run(stage, context: ctx) { vs.append($0) }
-            out.headers += d.headers
-            out.steps.append(.init(stage: stage, label: label, verdicts: vs, reply: d.action.reply))
-            return d.action
-        }
-        func finish(_ a: Action, _ stage: Stage) -> SimulationResult {
-            out.headers = HeaderField.mergingAuthenticationResults(out.headers, authserv: ctx.receiver)
-            out.action = a.reply == nil ? "accept" : a.name
-            out.reply = a.reply
-            out.stage = stage
-            out.score = run.score
-            return out
-        }
-
-        var a = await step(.connect, "connect from [\(input.clientIP)]\(input.clientPTR.map { " (\($0))" } ?? "")")
-        if a.reply != nil { return finish(a, .connect) }
-        if let h = input.helo {
-            ctx.helo = h
-            ctx.heloVerb = input.heloVerb
-            a = await step(.helo, "\(input.heloVerb) \(h)")
-            if a.reply != nil { return finish(a, .helo) }
-        }
-        guard let sender = input.sender else { return finish(.continue, input.helo == nil ? .connect : .helo) }
-        ctx.sender = sender
-        var params = MailParameters()
-        if let m = input.message { params.size = m.count }
-        ctx.mailParameters = params
-        run.beginTransaction()
-        a = await step(.mail, "MAIL FROM:<\(sender)>")
-        if a.reply != nil { return finish(a, .mail) }
-
-        var firstRefusal: Action?
-        for r in input.recipients {
-            ctx.recipient = r
-            let local = r.domain.isEmpty || input.isLocal(r.domain)
-            if let refusal = RelayControl.check(r, isLocal: local, clientTrusted: ctx.clientAuthorized || input.authenticatedUser != nil,
-                                                client: input.clientIP.description, allowUntrustedRouting: input.allowUntrustedRouting) {
-                out.steps.append(.init(stage: .rcpt, label: "RCPT TO:<\(r)>", verdicts: [
-                    PolicyVerdict(stage: .rcpt, check: "relay", result: refusal.result, action: "reject", reply: refusal.reply,
-                                  reason: refusal.reason),
-                ], reply: refusal.reply))
-                if firstRefusal == nil { firstRefusal = .reject(refusal.reply) }
-                continue
-            }
-            a = await step(.rcpt, "RCPT TO:<\(r)>")
-            if a.reply != nil {
-                if firstRefusal == nil { firstRefusal = a }
-                continue
-            }
-            ctx.recipients.append(r)
-        }
-        ctx.recipient = nil
-        if ctx.recipients.isEmpty {
-            return finish(firstRefusal ?? .reject(SMTPReply(554, "5.5.1", "No valid recipients")), .rcpt)
-        }
-        var dataVerdicts: [PolicyVerdict] = []
-        if let r = run.atDataCommand(ctx, record: { dataVerdicts.append($0) }) {
-            out.steps.append(.init(stage: .data, label: "DATA", verdicts: dataVerdicts, reply: r))
-            return finish(r.isTransient ? .tempfail(r) : .reject(r), .data)
-        }
-        if !dataVerdicts.isEmpty { out.steps.append(.init(stage: .data, label: "DATA", verdicts: dataVerdicts, reply: nil)) }
-        let message = input.message ?? Array("\r\n".utf8)
-        let (headers, headerSize) = parseHeaders(message)
-        ctx.headers = headers
-        ctx.messageSize = headerSize
-        a = await step(.data, "headers (\(headers.count) fields)")
-        if a.reply != nil { return finish(a, .data) }
-        ctx.messageSize = message.count
-        ctx.messageTruncated = input.maxMessageSize > 0 && message.count > input.maxMessageSize
-        let observers: [(String, MessageObserver)] = p.checks.compactMap { pc in (pc.check as? StreamingCheck).map { ($0.name, $0.makeObserver()) } }
-        MessageStreamer.feed(message, to: observers.map(\.1))
-        for (name, o) in observers { ctx.streamed[name] = await o.finish() }
-        a = await step(.message, "end of data (\(message.count) octets)")
-        return finish(a, .message)
+        var driver = SimulatedSession(policy: injecting(input.injected, into: policy), input: input)
+        return await driver.run()
     }
 
-    /// The header fields of a message, unfolded, and the size of the header block.
-    public static func parseHeaders(_ m: [UInt8]) -> ([HeaderField], Int) {
-        var fields: [HeaderField] = []
-        var i = 0
-        var size = 0
-        while i < m.count {
-            var j = i
-            while j < m.count && m[j] != 0x0A { j += 1 }
-            var line = Array(m[i..<j])
-            if line.last == 0x0D { line.removeLast() }
-            size = min(j + 1, m.count)
-            i = j + 1
-            if line.isEmpty { break }
-            let text = String(decoding: line, as: UTF8.self)
-            if line[0] == 0x20 || line[0] == 0x09 {
-                if !fields.isEmpty { fields[fields.count - 1].value += " " + text.trimmingCharacters(in: .whitespaces) }
-                continue
-            }
-            guard let colon = text.firstIndex(of: ":") else { continue }
-            fields.append(HeaderField(String(text[..<colon]), text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+    /// The policy with injected results in place of the checks they name.
+    static func injecting(_ injected: [String: InjectedResult], into policy: CompiledPolicy) -> CompiledPolicy {
+        let checks = policy.checks.map { pc -> PolicyCheck in
+            guard let inj = injected[pc.check.name] else { return pc }
+            return PolicyCheck(InjectedCheck(name: pc.check.name, stages: pc.check.stages, fixed: inj), onError: pc.onError)
         }
-        return (fields, size)
+        return CompiledPolicy(name: policy.name, version: policy.version, path: policy.path, description: policy.description,
+                              monitor: policy.monitor, deferRejection: policy.deferRejection, checks: checks, rules: policy.rules,
+                              thresholds: policy.thresholds, checkTimeout: policy.checkTimeout, files: policy.files)
     }
 
     /// The trace as `policy simulate` prints it.
