@@ -43,7 +43,10 @@ public struct ListenerConfig: Sendable {
     public var tls = false
     public var authRequired = "false"
     public var verifyIdentity = true
+    /// smtp, or lmtp (RFC 2033: LHLO, a reply per recipient after the end of data).
     public var `protocol` = "smtp"
+    /// File mode of a `unix:` bind's socket.
+    public var socketMode = 0o660
     public var handlerchain: [String] = ["size", "helo"]
     /// A policy file for this listener, overriding the top-level `policy`.
     public var policy: String?
@@ -366,13 +369,13 @@ public enum ConfigLoader {
             let keys: Set = ["name", "bind", "connectBacklog", "tls", "helloName", "smtpGreeting", "connectionTimeout",
                              "connectionLimit", "connectionLimitPerIP", "authRequired", "authorizedAddresses",
                              "verifyIdentity", "dataDeadline", "maxmessagesize", "heloEhloEnforcement", "addressBracketsEnforcement",
-                             "handlerchain", "maxRecipients", "maxUnrecognizedCommands", "protocol", "policy"]
+                             "handlerchain", "maxRecipients", "maxUnrecognizedCommands", "protocol", "policy", "socketMode"]
             for (key, _, v) in mapping(n, "listener", allowed: keys) {
                 switch key {
                 case "name": if let s = string(v, key) { l.name = s }
                 case "bind":
                     if let b = strings(v, key) {
-                        for s in b where BindAddress(s) == nil { fail(v, "bad bind address '\(s)' (want address:port or [v6]:port)") }
+                        for s in b where BindAddress(s) == nil { fail(v, "bad bind address '\(s)' (want address:port, [v6]:port or unix:/path)") }
                         l.bind = b
                     }
                 case "connectBacklog": if let i = int(v, key, min: 1) { l.connectBacklog = i }
@@ -417,10 +420,14 @@ public enum ConfigLoader {
                 case "addressBracketsEnforcement": if let b = bool(v, key) { l.addressBracketsEnforcement = b }
                 case "maxRecipients": if let i = int(v, key, min: 1) { l.maxRecipients = i }
                 case "maxUnrecognizedCommands": if let i = int(v, key, min: 1) { l.maxUnrecognizedCommands = i }
+                case "socketMode":
+                    // Octal, as chmod takes it: "0660".
+                    if let s = string(v, key) {
+                        if let m = Int(s, radix: 8), (0...0o777).contains(m) { l.socketMode = m } else { fail(v, "'socketMode' must be an octal file mode such as \"0660\"") }
+                    }
                 case "protocol":
                     if let s = string(v, key) {
-                        if s.lowercased() == "lmtp" { fail(v, "'protocol: lmtp' is not implemented yet (LMTP arrives with its issue)") }
-                        else if s.lowercased() != "smtp" { fail(v, "'protocol' must be smtp or lmtp") }
+                        if s.lowercased() != "smtp" && s.lowercased() != "lmtp" { fail(v, "'protocol' must be smtp or lmtp") }
                         l.protocol = s.lowercased()
                     }
                 case "handlerchain":
@@ -472,7 +479,7 @@ public enum ConfigLoader {
                 case "targets":
                     if let t = strings(v, key) {
                         if t.isEmpty { fail(v, "'targets' must not be empty") }
-                        for s in t where DownstreamTarget(s) == nil { fail(v, "bad target '\(s)' (want smtp:host:port or maildir:PATH)") }
+                        for s in t where DownstreamTarget(s) == nil { fail(v, "bad target '\(s)' (want smtp:host:port, lmtp:host:port, lmtp:unix:/path or maildir:PATH)") }
                         d.targets = t
                     }
                 case "connectTimeout": if let i = int(v, key, min: 1) { d.connectTimeout = i }
@@ -510,8 +517,19 @@ extension Array: @retroactive Error where Element == ConfigError {}
 public struct BindAddress: Sendable, Equatable {
     public var host: String
     public var port: Int
+    /// `unix:/absolute/path`: a unix-domain socket instead of host and port.
+    public var unixPath: String?
 
     public init?(_ s: String) {
+        if s.hasPrefix("unix:") {
+            let path = String(s.dropFirst(5))
+            // sun_path holds 107 octets and a NUL.
+            guard path.hasPrefix("/"), path.utf8.count <= 107, !path.utf8.contains(0) else { return nil }
+            host = ""
+            port = 0
+            unixPath = path
+            return
+        }
         if s.hasPrefix("[") {
             guard let close = s.firstIndex(of: "]"), s[s.index(after: close)...].hasPrefix(":"),
                   let p = Int(s[s.index(close, offsetBy: 2)...]) else { return nil }
@@ -527,32 +545,3 @@ public struct BindAddress: Sendable, Equatable {
     }
 }
 
-/// A downstream: `smtp:host:port` or `maildir:PATH`.
-public enum DownstreamTarget: Sendable, Equatable, CustomStringConvertible {
-    case smtp(host: String, port: Int)
-    case maildir(String)
-
-    public init?(_ s: String) {
-        if s.hasPrefix("maildir:") {
-            let p = String(s.dropFirst(8))
-            guard !p.isEmpty else { return nil }
-            self = .maildir(p)
-        } else if s.hasPrefix("smtp:") {
-            let rest = String(s.dropFirst(5))
-            if let b = BindAddress(rest) { self = .smtp(host: b.host, port: b.port); return }
-            guard let colon = rest.lastIndex(of: ":"), let p = Int(rest[rest.index(after: colon)...]), (1...65535).contains(p) else { return nil }
-            let host = String(rest[..<colon])
-            guard AddressParser.isDomain(Substring(host), allowUTF8: false) else { return nil }
-            self = .smtp(host: host, port: p)
-        } else {
-            return nil
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case .smtp(let h, let p): return h.contains(":") ? "smtp:[\(h)]:\(p)" : "smtp:\(h):\(p)"
-        case .maildir(let p): return "maildir:\(p)"
-        }
-    }
-}

@@ -114,42 +114,49 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 }
 
-/// One connection to a downstream SMTP server, after greeting and EHLO.
+/// One connection to a downstream SMTP or LMTP server, after greeting and EHLO (LHLO).
 final class DownstreamConnection: @unchecked Sendable {
     let target: String
     let channel: Channel
     let handler: SMTPClientHandler
+    /// RFC 2033: after the end of data, one reply per accepted recipient.
+    let lmtp: Bool
     private(set) var capabilities: Set<String> = []
     var messages = 0
 
-    private init(target: String, channel: Channel, handler: SMTPClientHandler) {
+    private init(target: String, channel: Channel, handler: SMTPClientHandler, lmtp: Bool) {
         self.target = target
         self.channel = channel
         self.handler = handler
+        self.lmtp = lmtp
     }
 
     var isActive: Bool { channel.isActive }
     var pipelining: Bool { capabilities.contains("PIPELINING") }
 
-    static func connect(target: String, host: String, port: Int, helloName: String,
+    static func connect(target: String, endpoint: DownstreamTarget.Endpoint, lmtp: Bool, helloName: String,
                         group: EventLoopGroup, connectTimeout: Int, commandTimeout: Int) async throws -> DownstreamConnection {
         let handler = SMTPClientHandler()
         let channel: Channel
         do {
-            channel = try await ClientBootstrap(group: group)
+            let bootstrap = ClientBootstrap(group: group)
                 .connectTimeout(.seconds(Int64(connectTimeout)))
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { ch in
                     ch.eventLoop.makeCompletedFuture {
                         try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineFramer(maxLineLength: 4096)))
                         try ch.pipeline.syncOperations.addHandler(handler)
                     }
                 }
-                .connect(host: host, port: port).get()
+            switch endpoint {
+            case .tcp(let host, let port):
+                channel = try await bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port).get()
+            case .unix(let path):
+                channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
+            }
         } catch {
             throw DownstreamError.connectFailed("\(error)")
         }
-        let conn = DownstreamConnection(target: target, channel: channel, handler: handler)
+        let conn = DownstreamConnection(target: target, channel: channel, handler: handler, lmtp: lmtp)
         do {
             let timer = channel.eventLoop.scheduleTask(in: .seconds(Int64(commandTimeout))) {
                 handler.failAll(.timeout("greeting"), context: nil)
@@ -158,7 +165,8 @@ final class DownstreamConnection: @unchecked Sendable {
             let greeting = try await channel.eventLoop.flatSubmit { handler.greeting! }.get()
             timer.cancel()
             guard greeting.code == 220 else { throw DownstreamError.badGreeting(greeting) }
-            var ehlo = try await conn.command("EHLO \(helloName)\r\n", timeout: commandTimeout)
+            var ehlo = try await conn.command("\(lmtp ? "LHLO" : "EHLO") \(helloName)\r\n", timeout: commandTimeout)
+            if ehlo.code != 250 && lmtp { throw DownstreamError.badGreeting(ehlo) }
             if ehlo.code != 250 {
                 ehlo = try await conn.command("HELO \(helloName)\r\n", timeout: commandTimeout)
                 guard ehlo.code == 250 else { throw DownstreamError.badGreeting(ehlo) }

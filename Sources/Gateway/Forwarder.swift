@@ -17,12 +17,15 @@ public struct DeliveryOutcome: Sendable {
     /// `localError`: the gateway could not read its own copy; nothing was delivered.
     public enum Kind: String, Sendable {
         case delivered, rejected, tempfailed, unknown, localError = "local-error"
+        /// An LMTP downstream took some recipients and not others (`perRecipient` says which).
+        case partial
         /// The transaction record's action.
         public var action: String {
             switch self {
             case .delivered: return "accept"
             case .rejected: return "reject"
             case .tempfailed, .unknown, .localError: return "tempfail"
+            case .partial: return "partial"
             }
         }
     }
@@ -33,6 +36,8 @@ public struct DeliveryOutcome: Sendable {
     public var target: String
     /// The downstream's own reply, as text, for the log; or the local error.
     public var detail: String
+    /// An LMTP downstream's reply for each recipient, in order.
+    public var perRecipient: [SMTPReply]? = nil
 }
 
 /// Forwards accepted messages to the downstream targets in order. A target that fails
@@ -99,9 +104,12 @@ public final class Forwarder: @unchecked Sendable {
                     lastError = "maildir: \(error)"
                     markDead(name)
                 }
-            case .smtp(let host, let port):
+            case .smtp, .lmtp:
+                guard let relay = target.relay else { continue }
                 do {
-                    let outcome = try await smtpDeliver(env, prefix: prefix, spool: spool, name: name, host: host, port: port)
+                    let outcome = try await withConnection(name, relay.endpoint, lmtp: relay.lmtp) { conn in
+                        try await transaction(env, prefix: prefix, spool: spool, conn: conn)
+                    }
                     // Once the dot is out the outcome is final, whatever it is: no other target
                     // is tried, so no message is sent twice.
                     if outcome.kind == .unknown { markDead(name) } else if outcome.kind != .localError { markAlive(name) }
@@ -117,9 +125,9 @@ public final class Forwarder: @unchecked Sendable {
         return DeliveryOutcome(kind: .tempfailed, reply: .downstreamUnavailable, target: lastTarget, detail: lastError)
     }
 
-    private func checkout(_ name: String, host: String, port: Int) async throws -> (DownstreamConnection, Bool) {
+    private func checkout(_ name: String, _ endpoint: DownstreamTarget.Endpoint, lmtp: Bool) async throws -> (DownstreamConnection, Bool) {
         if let c = popIdle(name) { return (c, true) }
-        let c = try await DownstreamConnection.connect(target: name, host: host, port: port, helloName: helloName, group: group,
+        let c = try await DownstreamConnection.connect(target: name, endpoint: endpoint, lmtp: lmtp, helloName: helloName, group: group,
                                                        connectTimeout: config.connectTimeout, commandTimeout: config.commandTimeout)
         return (c, false)
     }
@@ -157,8 +165,8 @@ public final class Forwarder: @unchecked Sendable {
     /// asked (no SMTP target, connection trouble): the recipient is then taken and the end
     /// of data decides, as without verification.
     public func verifyRecipient(sender: ReversePath, parameters: MailParameters, recipient: Mailbox) async -> (target: String, reply: SMTPReply)? {
-        guard let (name, target) = candidates().first, case .smtp(let host, let port) = target else { return nil }
-        return try? await withConnection(name, host: host, port: port) { conn in
+        guard let (name, target) = candidates().first, let relay = target.relay else { return nil }
+        return try? await withConnection(name, relay.endpoint, lmtp: relay.lmtp) { conn in
             var mail = "MAIL FROM:<\(sender)>"
             if parameters.smtpUTF8 && conn.capabilities.contains("SMTPUTF8") { mail += " SMTPUTF8" }
             let replies = try await conn.exchange([mail, "RCPT TO:<\(recipient)>", "RSET"], timeout: config.commandTimeout,
@@ -173,12 +181,12 @@ public final class Forwarder: @unchecked Sendable {
     /// Runs `body` on a pooled (or new) connection to the target. Any error closes the
     /// connection; a pooled connection the server had closed while idle is retried once,
     /// fresh. `body` checks the connection back in (or closes it) when it succeeds.
-    private func withConnection<T>(_ name: String, host: String, port: Int,
+    private func withConnection<T>(_ name: String, _ endpoint: DownstreamTarget.Endpoint, lmtp: Bool,
                                    _ body: (DownstreamConnection) async throws -> T) async throws -> T {
         var attempt = 0
         while true {
             attempt += 1
-            let (conn, reused) = try await checkout(name, host: host, port: port)
+            let (conn, reused) = try await checkout(name, endpoint, lmtp: lmtp)
             do {
                 return try await body(conn)
             } catch {
@@ -186,12 +194,6 @@ public final class Forwarder: @unchecked Sendable {
                 if reused, attempt == 1, case DownstreamError.closed = error { continue }
                 throw error
             }
-        }
-    }
-
-    private func smtpDeliver(_ env: Envelope, prefix: String, spool: MessageSpool, name: String, host: String, port: Int) async throws -> DeliveryOutcome {
-        try await withConnection(name, host: host, port: port) { conn in
-            try await transaction(env, prefix: prefix, spool: spool, conn: conn)
         }
     }
 
@@ -275,36 +277,55 @@ public final class Forwarder: @unchecked Sendable {
             throw e
         }
         out.writeString(stuffer.terminator())
-        return await finalReply(to: out, conn: conn)
+        return await finalReply(to: out, conn: conn, recipients: env.recipients.count)
     }
 
-    /// Sends the last chunk with the final dot and reads the answer. From here on nothing is
-    /// retried: a drop, a timeout or a 421 leaves the outcome unknown (RFC 1047), the client
-    /// hears 451 and the gateway never sends this message again.
-    private func finalReply(to out: ByteBuffer, conn: DownstreamConnection) async -> DeliveryOutcome {
-        let final: SMTPReply
+    /// Sends the last chunk with the final dot and reads the answer: one reply, or from an
+    /// LMTP downstream one per recipient, in order. From here on nothing is retried: a drop,
+    /// a timeout or a 421 leaves the outcome unknown (RFC 1047), the client hears 451 and
+    /// the gateway never sends this message again.
+    private func finalReply(to out: ByteBuffer, conn: DownstreamConnection, recipients: Int) async -> DeliveryOutcome {
+        let replies: [SMTPReply]
         do {
-            guard let r = try await conn.expectReplies(1, write: out, timeout: config.dataTimeout, what: "end of data").first else {
-                throw DownstreamError.protocolError("no reply after end of data")
-            }
-            final = r
+            replies = try await conn.expectReplies(conn.lmtp ? recipients : 1, write: out, timeout: config.dataTimeout, what: "end of data")
+            guard !replies.isEmpty else { throw DownstreamError.protocolError("no reply after end of data") }
         } catch {
             conn.close()
             return DeliveryOutcome(kind: .unknown, reply: Forwarder.unknownAfterDot, target: conn.target,
                                    detail: "after end of data: \(error); delivery status unknown, not resent")
         }
+        let detail = replies.map(\.summary).joined(separator: "; ")
+        if replies.contains(where: { $0.code == 421 }) { conn.close() } else { checkin(conn) }
+        if conn.lmtp { return Self.lmtpOutcome(replies.map(passThrough), target: conn.target, detail: detail) }
+        let final = replies[0]
         if final.code == 421 {
-            conn.close()
             return DeliveryOutcome(kind: .unknown, reply: Forwarder.unknownAfterDot, target: conn.target,
                                    detail: "end of data: \(final.summary); not resent")
         }
         if final.code / 100 == 2 {
-            checkin(conn)
             return DeliveryOutcome(kind: .delivered, reply: passThrough(final), target: conn.target, detail: final.summary)
         }
-        checkin(conn)
         return DeliveryOutcome(kind: final.isTransient ? .tempfailed : .rejected, reply: passThrough(final),
                                target: conn.target, detail: "end of data: \(final.summary)")
+    }
+
+    /// An LMTP downstream's replies, one per recipient: each recipient's own outcome for an
+    /// LMTP client; for an SMTP client one reply. When some recipients were delivered and
+    /// some not, the SMTP client hears 451 and will send again to all (those delivered get a
+    /// second copy, the others are not lost), as after an unknown outcome.
+    static func lmtpOutcome(_ replies: [SMTPReply], target: String, detail: String) -> DeliveryOutcome {
+        let ok = replies.filter { $0.code / 100 == 2 }.count
+        var o = DeliveryOutcome(kind: .delivered, reply: replies[0], target: target, detail: "end of data: \(detail)", perRecipient: replies)
+        if ok == replies.count { return o }
+        let firstFailure = replies.first { $0.code / 100 != 2 } ?? replies[0]
+        if ok == 0 {
+            o.kind = replies.allSatisfy(\.isPermanent) ? .rejected : .tempfailed
+            o.reply = firstFailure
+        } else {
+            o.kind = .partial
+            o.reply = SMTPReply(451, "4.3.0", "Downstream took \(ok) of \(replies.count) recipients (\(firstFailure.summary)); try again later")
+        }
+        return o
     }
 
     /// Our own copy could not be read back: nothing was delivered, the target is not blamed.

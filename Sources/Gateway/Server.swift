@@ -402,48 +402,9 @@ public final class GatewayServer: @unchecked Sendable {
     /// Binds all listeners and starts accepting.
     public func start() async throws {
         for l in config.listeners {
-            let policies = self.policies
-            let unclaimed = self.unclaimed
-            let helloName = l.resolvedHelloName
             for b in l.bind {
                 guard let addr = BindAddress(b) else { continue }
-                let timeout = TimeAmount.seconds(Int64(l.connectionTimeout))
-                let server = try await ServerBootstrap(group: group)
-                    .serverChannelOption(.backlog, value: Int32(l.connectBacklog))
-                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                    .bind(host: addr.host, port: addr.port) { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(IdleStateHandler(writeTimeout: timeout))
-                            try channel.pipeline.syncOperations.addHandler(WriteStallHandler())
-                            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineFramer(maxLineLength: 1000)))
-                            let idle = IdleTimeoutHandler(timeout: timeout)
-                            try channel.pipeline.syncOperations.addHandler(idle)
-                            // Up to 128 buffered lines (≤ 128 KB) per connection before reading
-                            // pauses: enough that pipelined commands and DATA lines do not
-                            // toggle the socket's read interest line by line.
-                            let async = try NIOAsyncChannel<SMTPLine, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(backPressureStrategy: .init(lowWatermark: 32, highWatermark: 128)))
-                            unclaimed.hold(async)
-                            return (async, idle)
-                        }
-                    }
-                lock.withLock { serverChannels.append((l.name, server.channel)) }
-                let shared = self.shared
-                let task = Task {
-                    _ = try? await server.executeThenClose { inbound in
-                        try await withThrowingDiscardingTaskGroup { group in
-                            for try await (conn, idle) in inbound {
-                                unclaimed.claim(conn)
-                                // The policy is taken when the session starts and kept to its end.
-                                guard let policy = policies.current[l.name] else { UnclaimedConnections.discard(conn); continue }
-                                group.addTask {
-                                    await Session.handle(conn, idle: idle, listener: l, helloName: helloName, policy: policy, shared: shared)
-                                }
-                            }
-                        }
-                    }
-                }
-                lock.withLock { acceptTasks.append(task) }
+                try await listen(l, on: addr)
             }
         }
         if config.dns.selfTestInterval > 0 {
@@ -495,6 +456,59 @@ public final class GatewayServer: @unchecked Sendable {
             fields += [("result", "error"), ("reason", .string("\(error)"))]
         }
         log.append(LogRecord(event: event, fields: fields))
+    }
+
+    typealias Accepted = (NIOAsyncChannel<SMTPLine, ByteBuffer>, IdleTimeoutHandler)
+    struct ListenError: Error, CustomStringConvertible { let description: String }
+
+    /// Binds one address of a listener (TCP, or a unix socket given its file mode) and
+    /// starts its accept loop.
+    func listen(_ l: ListenerConfig, on addr: BindAddress) async throws {
+        let unclaimed = self.unclaimed
+        let timeout = TimeAmount.seconds(Int64(l.connectionTimeout))
+        let initializer: @Sendable (Channel) -> EventLoopFuture<Accepted> = { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let idle = try SessionPipeline.configure(channel, timeout: timeout)
+                // Up to 128 buffered lines (≤ 128 KB) per connection before reading pauses:
+                // enough that pipelined commands and DATA lines do not toggle the socket's
+                // read interest line by line.
+                let async = try NIOAsyncChannel<SMTPLine, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(backPressureStrategy: .init(lowWatermark: 32, highWatermark: 128)))
+                unclaimed.hold(async)
+                return (async, idle)
+            }
+        }
+        let bootstrap = ServerBootstrap(group: group).serverChannelOption(.backlog, value: Int32(l.connectBacklog))
+        let server: NIOAsyncChannel<Accepted, Never>
+        if let path = addr.unixPath {
+            server = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true, childChannelInitializer: initializer)
+            guard chmod(path, mode_t(l.socketMode)) == 0 else {
+                try? await server.channel.close()
+                throw ListenError(description: "\(path): cannot set socketMode \(String(l.socketMode, radix: 8)): \(String(cString: strerror(errno)))")
+            }
+        } else {
+            server = try await bootstrap.serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .bind(host: addr.host, port: addr.port, childChannelInitializer: initializer)
+        }
+        lock.withLock { serverChannels.append((l.name, server.channel)) }
+        let shared = self.shared
+        let policies = self.policies
+        let helloName = l.resolvedHelloName
+        let task = Task {
+            _ = try? await server.executeThenClose { inbound in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await (conn, idle) in inbound {
+                        unclaimed.claim(conn)
+                        // The policy is taken when the session starts and kept to its end.
+                        guard let policy = policies.current[l.name] else { UnclaimedConnections.discard(conn); continue }
+                        group.addTask {
+                            await Session.handle(conn, idle: idle, listener: l, helloName: helloName, policy: policy, shared: shared)
+                        }
+                    }
+                }
+            }
+        }
+        lock.withLock { acceptTasks.append(task) }
     }
 
     /// The addresses the listeners are bound to (useful with port 0).

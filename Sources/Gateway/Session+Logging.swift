@@ -59,7 +59,9 @@ extension Session {
         ] + policyFields
         if run.score != 0 { f.append(("score", .double(run.score))) }
         if let d = delivery {
-            f.append(("downstream", .object([("target", .string(d.target)), ("result", .string(d.kind.rawValue)), ("reply", .string(d.detail))])))
+            var down: [(String, JSONValue)] = [("target", .string(d.target)), ("result", .string(d.kind.rawValue)), ("reply", .string(d.detail))]
+            if let each = d.perRecipient { down.append(("recipients", .array(each.map { .string($0.summary) }))) }
+            f.append(("downstream", .object(down)))
         }
         delivery = nil
         log("transaction", f)

@@ -112,7 +112,7 @@ final class Session {
     func run(_ inbound: inout Inbound, local: SocketAddress?) async {
         log("session.open", [("port", .int(client.clientPort)), ("listener", .string(listener.name)),
                              ("protocol", .string(listener.dialect.rawValue)),
-                             ("local", .string(local.map { "\($0.ipAddress ?? ""):\($0.port ?? 0)" } ?? ""))] + policyFields)
+                             ("local", .string(local.map { $0.pathname.map { "unix:\($0)" } ?? "\($0.ipAddress ?? ""):\($0.port ?? 0)" } ?? ""))] + policyFields)
         // The connect checks' time is ours, not the client's.
         idle.setBusy(true)
         await feed(.connected)
@@ -274,6 +274,6 @@ final class Session {
         let env = Envelope(sender: t.sender, parameters: t.parameters, recipients: t.recipients)
         let d = await shared.forwarder.deliver(env, prefix: prefix, spool: m.spool)
         delivery = d
-        return .delivered(SMTPDeliveryReport(action: d.kind.action, reply: d.reply))
+        return .delivered(SMTPDeliveryReport(action: d.kind.action, reply: d.reply, perRecipient: d.perRecipient))
     }
 }

@@ -86,7 +86,7 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(1)
         }
         for a in server.boundAddresses() {
-            logger.notice("listening on \(a.ipAddress ?? "?"):\(a.port ?? 0)")
+            logger.notice("listening on \(a.pathname.map { "unix:\($0)" } ?? "\(a.ipAddress ?? "?"):\(a.port ?? 0)")")
         }
         logger.notice("delivering to \(cfg.downstream.targets.joined(separator: ", ")); decision log \(cfg.log.path)")
         let signalName: String = await withCheckedContinuation { cont in

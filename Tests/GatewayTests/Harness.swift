@@ -22,9 +22,12 @@ final class RecordingDownstream: @unchecked Sendable {
         case stallAfterDot               // never answer the final dot
         case dropDuringData              // close the connection on the first data line
         case greeting(String)            // greet with this line, e.g. "421 4.3.2 busy"
+        case rejectDataFor(String, String) // LMTP: this recipient gets this reply after the dot
     }
 
     let behaviour: Behaviour
+    /// Speaks LMTP (RFC 2033): LHLO, and one reply per recipient after the dot.
+    var lmtp = false
     private let lock = NSLock()
     private var _messages: [Message] = []
     private var _connections = 0
@@ -36,16 +39,23 @@ final class RecordingDownstream: @unchecked Sendable {
     var messages: [Message] { lock.withLock { _messages } }
     var connections: Int { lock.withLock { _connections } }
 
-    static func start(_ b: Behaviour = .accept) async throws -> RecordingDownstream {
+    static func start(_ b: Behaviour = .accept, lmtp: Bool = false, unix: String? = nil) async throws -> RecordingDownstream {
         let d = RecordingDownstream(b)
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(host: "127.0.0.1", port: 0) { ch in
-                ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineFramer(maxLineLength: 1 << 20)))
-                    return try NIOAsyncChannel<SMTPLine, ByteBuffer>(wrappingChannelSynchronously: ch)
-                }
+        d.lmtp = lmtp
+        let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<SMTPLine, ByteBuffer>> = { ch in
+            ch.eventLoop.makeCompletedFuture {
+                try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineFramer(maxLineLength: 1 << 20)))
+                return try NIOAsyncChannel<SMTPLine, ByteBuffer>(wrappingChannelSynchronously: ch)
             }
+        }
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let server: NIOAsyncChannel<NIOAsyncChannel<SMTPLine, ByteBuffer>, Never>
+        if let path = unix {
+            server = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true, childChannelInitializer: initializer)
+        } else {
+            server = try await bootstrap.serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: "127.0.0.1", port: 0, childChannelInitializer: initializer)
+        }
         d.channel = server.channel
         Task {
             try? await server.executeThenClose { inbound in
@@ -76,6 +86,19 @@ final class RecordingDownstream: @unchecked Sendable {
                     if case .dropDuringData = behaviour { return }
                     if bytes == [UInt8(ascii: ".")] {
                         inData = false
+                        if lmtp {
+                            var m = current
+                            m.rcpts = []
+                            for r in current.rcpts {
+                                if case .rejectDataFor(let who, let reply) = behaviour, r == who { try await say(reply) } else {
+                                    m.rcpts.append(r)
+                                    try await say("250 2.1.5 <\(r)> delivered")
+                                }
+                            }
+                            if !m.rcpts.isEmpty { lock.withLock { _messages.append(m) } }
+                            current = Message(mailFrom: "", rcpts: [], data: [])
+                            continue
+                        }
                         switch behaviour {
                         case .rejectData(let r): try await say(r)
                         case .stallAfterDot: try await Task.sleep(for: .seconds(30))
@@ -94,6 +117,8 @@ final class RecordingDownstream: @unchecked Sendable {
                 let text = String(decoding: bytes, as: UTF8.self)
                 let verb = text.prefix(4).uppercased()
                 switch verb {
+                case "LHLO" where lmtp: try await say("250-downstream.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES")
+                case "EHLO" where lmtp, "HELO" where lmtp: try await say("500 5.5.1 use LHLO")
                 case "EHLO": try await say("250-downstream.test\r\n250-PIPELINING\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250 SMTPUTF8")
                 case "HELO": try await say("250 downstream.test")
                 case "MAIL":
@@ -217,8 +242,9 @@ enum Client {
     }
 
     /// A raw dialogue: each step sends bytes and reads `replies` replies.
-    static func raw(port: Int, host: String = "127.0.0.1", _ steps: [(String?, Int)], timeout: Double = 20, source: String? = nil) async throws -> (greeting: String, replies: [[String]], closed: Bool) {
-        let r = try await run("raw", ["port": port, "host": host, "timeout": timeout, "source": source ?? "",
+    static func raw(port: Int, host: String = "127.0.0.1", _ steps: [(String?, Int)], timeout: Double = 20, source: String? = nil,
+                    unix: String? = nil) async throws -> (greeting: String, replies: [[String]], closed: Bool) {
+        let r = try await run("raw", ["port": port, "host": host, "timeout": timeout, "source": source ?? "", "unix": unix ?? "",
                                 "steps": steps.map { s -> [String: Any] in
                                     var d: [String: Any] = ["replies": s.1]
                                     if let x = s.0 { d["send"] = x }

@@ -25,7 +25,12 @@ def read_reply(f):
 
 def raw(args):
     src = (args["source"], 0) if args.get("source") else None
-    s = socket.create_connection((args.get("host", "127.0.0.1"), args["port"]), timeout=args.get("timeout", 20), source_address=src)
+    if args.get("unix"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(args.get("timeout", 20))
+        s.connect(args["unix"])
+    else:
+        s = socket.create_connection((args.get("host", "127.0.0.1"), args["port"]), timeout=args.get("timeout", 20), source_address=src)
     f = s.makefile("rb")
     out = {"greeting": read_reply(f), "replies": [], "closed": False}
     for step in args["steps"]:
