@@ -77,7 +77,7 @@ let package = Package(
         .testTarget(name: "ChecksTests", dependencies: ["Checks", "PolicyEngine", "SMTPProtocol", "DNSResolver"]),
         .testTarget(name: "GatewayTests",
                     dependencies: [
-                        "Gateway", "DecisionLog", "SMTPProtocol", "DNSResolver", "PolicyEngine", "Greylist", "PostgresTestServer",
+                        "Gateway", "Checks", "DecisionLog", "SMTPProtocol", "DNSResolver", "PolicyEngine", "Greylist", "PostgresTestServer",
                         .product(name: "NIOCore", package: "swift-nio"),
                         .product(name: "NIOPosix", package: "swift-nio"),
                     ]),

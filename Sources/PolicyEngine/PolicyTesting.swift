@@ -49,6 +49,21 @@ public enum PolicyTestRunner {
     /// DNS answers come only from the file's `dns:` fixtures, served on loopback for the run;
     /// without them every DNS question fails at once (temperror), and nothing leaves the machine.
     public static func run(file: String, factory: @Sendable (DNSResolver) -> CheckFactory) async throws -> [PolicyTestOutcome] {
+        try await withCases(file: file, factory: factory) { policy, cases in
+            var out: [PolicyTestOutcome] = []
+            for c in cases {
+                let r = await PolicySimulator.run(policy, c.input)
+                out.append(PolicyTestOutcome(file: file, name: c.name, line: c.line, differences: compare(c.expect, r),
+                                             trace: PolicySimulator.describe(r, policy: policy)))
+            }
+            return out
+        }
+    }
+
+    /// Loads a test file's policy and cases, its DNS fixtures served on loopback while
+    /// `body` runs (for the simulator, or a real gateway session in the parity test).
+    public static func withCases<T>(file: String, factory: @Sendable (DNSResolver) -> CheckFactory,
+                                    _ body: (CompiledPolicy, [PolicyTestCase]) async throws -> T) async throws -> T {
         let fixtures = try dnsFixtures(file: file)
         var server: DNSFixtureServer?
         if let f = fixtures {
@@ -65,13 +80,7 @@ public enum PolicyTestRunner {
         rc.timeout = 2
         rc.attempts = 1
         let (policy, cases) = try load(file: file, factory: factory(DNSResolver(config: rc)))
-        var out: [PolicyTestOutcome] = []
-        for c in cases {
-            let r = await PolicySimulator.run(policy, c.input)
-            out.append(PolicyTestOutcome(file: file, name: c.name, line: c.line, differences: compare(c.expect, r),
-                                         trace: PolicySimulator.describe(r, policy: policy)))
-        }
-        return out
+        return try await body(policy, cases)
     }
 
     /// The `dns:` fixture text of a test file, if it has one.

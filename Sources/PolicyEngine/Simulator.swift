@@ -96,7 +96,7 @@ public enum PolicySimulator {
     }
 
     /// The policy with injected results in place of the checks they name.
-    static func injecting(_ injected: [String: InjectedResult], into policy: CompiledPolicy) -> CompiledPolicy {
+    public static func injecting(_ injected: [String: InjectedResult], into policy: CompiledPolicy) -> CompiledPolicy {
         let checks = policy.checks.map { pc -> PolicyCheck in
             guard let inj = injected[pc.check.name] else { return pc }
             return PolicyCheck(InjectedCheck(name: pc.check.name, stages: pc.check.stages, fixed: inj), onError: pc.onError)
