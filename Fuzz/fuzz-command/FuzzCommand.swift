@@ -7,7 +7,7 @@ public func fuzzCommand(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let text = String(decoding: bytes, as: UTF8.self)
     for utf8 in [false, true] {
         for brackets in [false, true] {
-            _ = CommandParser.parse(text, options: CommandParserOptions(addressBracketsEnforcement: brackets), transactionUTF8: utf8)
+            _ = CommandParser.parse(text, options: CommandParserOptions(addressBracketsEnforcement: brackets, dsn: brackets != utf8), transactionUTF8: utf8)
         }
         _ = try? AddressParser.parseMailbox(Substring(text), allowUTF8: utf8)
     }

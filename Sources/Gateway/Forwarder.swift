@@ -8,6 +8,8 @@ public struct Envelope: Sendable {
     public var sender: ReversePath
     public var parameters: MailParameters
     public var recipients: [Mailbox]
+    /// Each recipient's DSN parameters (RFC 3461), in order; passed on when the target offers DSN.
+    public var recipientParameters: [RecipientParameters] = []
 }
 
 /// What happened downstream, and what the client is told.
@@ -51,6 +53,8 @@ public final class Forwarder: @unchecked Sendable {
     private let lock = NSLock()
     private var idle: [String: [DownstreamConnection]] = [:]
     private var deadUntil: [String: ContinuousClock.Instant] = [:]
+    /// What each relay target said in its EHLO/LHLO reply, last time we connected.
+    private var capabilities: [String: Set<String>] = [:]
     private var closed = false
 
     public init(config: DownstreamConfig, helloName: String, group: EventLoopGroup) {
@@ -129,7 +133,17 @@ public final class Forwarder: @unchecked Sendable {
         if let c = popIdle(name) { return (c, true) }
         let c = try await DownstreamConnection.connect(target: name, endpoint: endpoint, lmtp: lmtp, helloName: helloName, group: group,
                                                        connectTimeout: config.connectTimeout, commandTimeout: config.commandTimeout)
+        lock.withLock { capabilities[name] = c.capabilities }
         return (c, false)
+    }
+
+    /// True when every target is a relay whose last EHLO/LHLO offered `keyword`: only then
+    /// may the gateway advertise it (it cannot honour it end to end otherwise). Learnt from
+    /// the connections deliveries and verifications make (no extra connection): unknown,
+    /// and so not offered, until the first.
+    public func allTargetsOffer(_ keyword: String) -> Bool {
+        guard !targets.isEmpty, targets.allSatisfy({ $0.1.relay != nil }) else { return false }
+        return lock.withLock { targets.allSatisfy { capabilities[$0.0]?.contains(keyword) == true } }
     }
 
     private func popIdle(_ name: String) -> DownstreamConnection? {
@@ -203,6 +217,10 @@ public final class Forwarder: @unchecked Sendable {
         let size = prefix.utf8.count + spool.size
         if conn.capabilities.contains("SIZE") { mail += " SIZE=\(size)" }
         if let body = env.parameters.body, conn.capabilities.contains("8BITMIME") { mail += " BODY=\(body)" }
+        let dsn = conn.capabilities.contains("DSN")
+        if dsn {
+            mail += (env.parameters.ret.map { " RET=\($0)" } ?? "") + (env.parameters.envid.map { " ENVID=\($0)" } ?? "")
+        }
         if env.parameters.smtpUTF8 {
             guard conn.capabilities.contains("SMTPUTF8") else {
                 checkin(conn)
@@ -211,7 +229,9 @@ public final class Forwarder: @unchecked Sendable {
             }
             mail += " SMTPUTF8"
         }
-        let commands = [mail] + env.recipients.map { "RCPT TO:<\($0)>" } + ["DATA"]
+        let commands = [mail] + env.recipients.indices.map { i in
+            "RCPT TO:<\(env.recipients[i])>" + (dsn && i < env.recipientParameters.count ? env.recipientParameters[i].wire : "")
+        } + ["DATA"]
         // Sent one by one, a refused MAIL or any refused recipient stops before DATA.
         let replies = try await conn.exchange(commands, timeout: t, what: "MAIL/RCPT/DATA replies") { i, sofar in
             if i == 0 { return sofar[0].code == 250 }

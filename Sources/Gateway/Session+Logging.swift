@@ -58,6 +58,7 @@ extension Session {
             ("message_id", .string(message?.messageID ?? "")), ("action", .string(action)), ("reply", .string(reply.summary)),
         ] + policyFields
         if run.score != 0 { f.append(("score", .double(run.score))) }
+        if let dsn = Self.dsnFields(t) { f.append(("dsn", dsn)) }
         if let d = delivery {
             var down: [(String, JSONValue)] = [("target", .string(d.target)), ("result", .string(d.kind.rawValue)), ("reply", .string(d.detail))]
             if let each = d.perRecipient { down.append(("recipients", .array(each.map { .string($0.summary) }))) }
@@ -65,6 +66,19 @@ extension Session {
         }
         delivery = nil
         log("transaction", f)
+    }
+
+    /// The transaction's DSN parameters (RFC 3461), when the client gave any.
+    static func dsnFields(_ t: SMTPTransaction) -> JSONValue? {
+        var f: [(String, JSONValue)] = []
+        if let r = t.parameters.ret { f.append(("ret", .string(r))) }
+        if let e = t.parameters.envid { f.append(("envid", .string(e))) }
+        if t.recipientParameters.contains(where: { !$0.isEmpty }) {
+            f.append(("recipients", .array(t.recipientParameters.map { p in
+                .object([("notify", .string(p.notify ?? "")), ("orcpt", .string(p.orcpt ?? ""))])
+            })))
+        }
+        return f.isEmpty ? nil : .object(f)
     }
 
     func close(_ reason: SMTPCloseReason, detail: String?) {

@@ -60,8 +60,9 @@ final class Session {
         self.handle = handle
         self.outbound = outbound
         self.clientIPText = ip.description
-        self.machine = SMTPServerStateMachine(configuration: listener.machineConfiguration(helloName: helloName, client: ip, gateway: config),
-                                              sessionID: id)
+        var mc = listener.machineConfiguration(helloName: helloName, client: ip, gateway: config)
+        mc.offersDSN = shared.forwarder.allTargetsOffer("DSN")
+        self.machine = SMTPServerStateMachine(configuration: mc, sessionID: id)
         var c = CheckContext(sessionID: id, listener: listener.name, clientIP: ip, clientPort: port,
                              clientAuthorized: listener.isAuthorized(ip), maxMessageSize: listener.maxMessageOctets)
         c.receiver = helloName
@@ -271,7 +272,7 @@ final class Session {
         let prefix = ReceivedField.text(transaction: t, dialect: listener.dialect, extended: machine.extended, helo: machine.helo,
                                         client: client.clientIP, by: helloName)
             + HeaderField.mergingAuthenticationResults(t.headers, authserv: helloName).map { "\($0.name): \($0.value)\r\n" }.joined()
-        let env = Envelope(sender: t.sender, parameters: t.parameters, recipients: t.recipients)
+        let env = Envelope(sender: t.sender, parameters: t.parameters, recipients: t.recipients, recipientParameters: t.recipientParameters)
         let d = await shared.forwarder.deliver(env, prefix: prefix, spool: m.spool)
         delivery = d
         return .delivered(SMTPDeliveryReport(action: d.kind.action, reply: d.reply, perRecipient: d.perRecipient))

@@ -20,8 +20,15 @@ public struct MailParameters: Hashable, Sendable {
     public var body: String?
     /// RFC 6531 SMTPUTF8.
     public var smtpUTF8 = false
+    /// RFC 3461 RET: FULL or HDRS.
+    public var ret: String?
+    /// RFC 3461 ENVID, xtext as given.
+    public var envid: String?
 
     public init() {}
+
+    /// Parameters that need an ESMTP greeting.
+    public var needsESMTP: Bool { size != nil || body != nil || smtpUTF8 || ret != nil || envid != nil }
 }
 
 /// A parsed command line.
@@ -31,7 +38,7 @@ public enum SMTPCommand: Hashable, Sendable {
     /// RFC 2033: LMTP's greeting, in place of HELO and EHLO.
     case lhlo(String)
     case mail(ReversePath, MailParameters)
-    case rcpt(Mailbox)
+    case rcpt(Mailbox, RecipientParameters)
     case data
     case rset
     case noop
@@ -83,8 +90,11 @@ public enum CommandError: Error, Equatable, Sendable {
 public struct CommandParserOptions: Sendable {
     /// James' addressBracketsEnforcement: when false, `MAIL FROM:user@x` is accepted.
     public var addressBracketsEnforcement = true
-    public init(addressBracketsEnforcement: Bool = true) {
+    /// RFC 3461 parameters (RET, ENVID, NOTIFY, ORCPT) are taken: DSN is advertised.
+    public var dsn = false
+    public init(addressBracketsEnforcement: Bool = true, dsn: Bool = false) {
         self.addressBracketsEnforcement = addressBracketsEnforcement
+        self.dsn = dsn
     }
 }
 
@@ -198,6 +208,16 @@ public enum CommandParser {
             case "SMTPUTF8":
                 guard v == nil else { return .failure(.syntax(SMTPReply(501, "5.5.4", "SMTPUTF8 takes no value"))) }
                 mp.smtpUTF8 = true
+            case "RET" where options.dsn:
+                guard let v, ["FULL", "HDRS"].contains(v.uppercased()), mp.ret == nil else {
+                    return .failure(.syntax(SMTPReply(501, "5.5.4", "Bad RET parameter (FULL or HDRS)")))
+                }
+                mp.ret = v.uppercased()
+            case "ENVID" where options.dsn:
+                guard let v, DSNSyntax.isXtext(v.utf8, maxOctets: 100), mp.envid == nil else {
+                    return .failure(.syntax(SMTPReply(501, "5.5.4", "Bad ENVID parameter")))
+                }
+                mp.envid = String(v)
             default:
                 return .failure(.syntax(SMTPReply(555, "5.5.4", "Unsupported MAIL parameter \(k.prefix(32))")))
             }
@@ -224,15 +244,29 @@ public enum CommandParser {
         guard let params = parseParameters(split.rest) else {
             return .failure(.syntax(SMTPReply(501, "5.5.4", "Bad RCPT parameter syntax")))
         }
-        if let (k, _) = params.first {
-            return .failure(.syntax(SMTPReply(555, "5.5.4", "Unsupported RCPT parameter \(k.prefix(32))")))
+        var rp = RecipientParameters()
+        for (k, v) in params {
+            switch k {
+            case "NOTIFY" where options.dsn:
+                guard let v, let n = DSNSyntax.notify(Substring(v)), rp.notify == nil else {
+                    return .failure(.syntax(SMTPReply(501, "5.5.4", "Bad NOTIFY parameter (NEVER, or SUCCESS,FAILURE,DELAY)")))
+                }
+                rp.notify = n
+            case "ORCPT" where options.dsn:
+                guard let v, DSNSyntax.isORCPT(Substring(v)), rp.orcpt == nil else {
+                    return .failure(.syntax(SMTPReply(501, "5.5.4", "Bad ORCPT parameter")))
+                }
+                rp.orcpt = String(v)
+            default:
+                return .failure(.syntax(SMTPReply(555, "5.5.4", "Unsupported RCPT parameter \(k.prefix(32))")))
+            }
         }
         // RFC 5321 §4.1.1.3: <Postmaster> without a domain must be accepted.
         if split.path.lowercased() == "postmaster" {
-            return .success(.rcpt(Mailbox(localPart: String(split.path), domain: "")))
+            return .success(.rcpt(Mailbox(localPart: String(split.path), domain: ""), rp))
         }
         do {
-            return .success(.rcpt(try AddressParser.parseMailbox(split.path, allowUTF8: utf8)))
+            return .success(.rcpt(try AddressParser.parseMailbox(split.path, allowUTF8: utf8), rp))
         } catch {
             return .failure(.syntax(addressReply(error, sender: false)))
         }

@@ -13,6 +13,8 @@ final class RecordingDownstream: @unchecked Sendable {
         var mailFrom: String
         var rcpts: [String]
         var data: [UInt8]
+        /// The MAIL and RCPT command lines as they came.
+        var lines: [String] = []
     }
     enum Behaviour: Sendable {
         case accept
@@ -28,6 +30,8 @@ final class RecordingDownstream: @unchecked Sendable {
     let behaviour: Behaviour
     /// Speaks LMTP (RFC 2033): LHLO, and one reply per recipient after the dot.
     var lmtp = false
+    /// Offers DSN (RFC 3461) in its EHLO reply.
+    var dsn = false
     private let lock = NSLock()
     private var _messages: [Message] = []
     private var _connections = 0
@@ -39,9 +43,10 @@ final class RecordingDownstream: @unchecked Sendable {
     var messages: [Message] { lock.withLock { _messages } }
     var connections: Int { lock.withLock { _connections } }
 
-    static func start(_ b: Behaviour = .accept, lmtp: Bool = false, unix: String? = nil) async throws -> RecordingDownstream {
+    static func start(_ b: Behaviour = .accept, lmtp: Bool = false, unix: String? = nil, dsn: Bool = false) async throws -> RecordingDownstream {
         let d = RecordingDownstream(b)
         d.lmtp = lmtp
+        d.dsn = dsn
         let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<SMTPLine, ByteBuffer>> = { ch in
             ch.eventLoop.makeCompletedFuture {
                 try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineFramer(maxLineLength: 1 << 20)))
@@ -119,15 +124,17 @@ final class RecordingDownstream: @unchecked Sendable {
                 switch verb {
                 case "LHLO" where lmtp: try await say("250-downstream.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES")
                 case "EHLO" where lmtp, "HELO" where lmtp: try await say("500 5.5.1 use LHLO")
-                case "EHLO": try await say("250-downstream.test\r\n250-PIPELINING\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250 SMTPUTF8")
+                case "EHLO": try await say("250-downstream.test\r\n\(dsn ? "250-DSN\r\n" : "")250-PIPELINING\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250 SMTPUTF8")
                 case "HELO": try await say("250 downstream.test")
                 case "MAIL":
                     current.mailFrom = String(text.dropFirst(11).prefix { $0 != ">" })
+                    current.lines = [text]
                     try await say("250 2.1.0 Ok")
                 case "RCPT":
                     if case .rejectRcpt(let r) = behaviour { try await say(r); continue }
                     if case .rejectRcptFor(let who, let r) = behaviour, text.dropFirst(9).hasPrefix(who + ">") { try await say(r); continue }
                     current.rcpts.append(String(text.dropFirst(9).prefix { $0 != ">" }))
+                    current.lines.append(text)
                     try await say("250 2.1.5 Ok")
                 case "DATA":
                     if current.rcpts.isEmpty { try await say("554 5.5.1 Error: no valid recipients"); continue }

@@ -46,6 +46,9 @@ def raw(args):
         for _ in range(step.get("replies", 1)):
             try:
                 r = read_reply(f)
+            except ConnectionResetError:
+                # The server closed with our bytes unread: the kernel says so with a reset.
+                r = None
             except (socket.timeout, OSError):
                 got.append("TIMEOUT")
                 out["replies"].append(got)

@@ -23,7 +23,7 @@ private func mail(_ local: String, _ domain: String, _ p: MailParameters = MailP
 }
 
 private func rcpt(_ local: String, _ domain: String) -> Result<SMTPCommand, CommandError> {
-    .success(.rcpt(Mailbox(localPart: local, domain: domain)))
+    .success(.rcpt(Mailbox(localPart: local, domain: domain), RecipientParameters()))
 }
 
 @Suite struct HeloCommandTests {
@@ -201,8 +201,8 @@ private func rcpt(_ local: String, _ domain: String) -> Result<SMTPCommand, Comm
 
 @Suite struct RcptCommandTests {
     @Test func postmasterWithoutDomain() {
-        #expect(parse("RCPT TO:<postmaster>") == .success(.rcpt(Mailbox(localPart: "postmaster", domain: ""))))
-        #expect(parse("RCPT TO:<Postmaster>") == .success(.rcpt(Mailbox(localPart: "Postmaster", domain: ""))))
+        #expect(parse("RCPT TO:<postmaster>") == .success(.rcpt(Mailbox(localPart: "postmaster", domain: ""), RecipientParameters())))
+        #expect(parse("RCPT TO:<Postmaster>") == .success(.rcpt(Mailbox(localPart: "Postmaster", domain: ""), RecipientParameters())))
         #expect(Mailbox(localPart: "postmaster", domain: "").description == "postmaster")
         // Any other bare local part is refused.
         #expect(parse("RCPT TO:<webmaster>") == syntax(501, "5.1.3", "Bad recipient address syntax: address must be local-part@domain"))
@@ -263,7 +263,7 @@ private func rcpt(_ local: String, _ domain: String) -> Result<SMTPCommand, Comm
         #expect(SMTPCommand.data.verb == "DATA")
         #expect(SMTPCommand.ehlo("x").verb == "EHLO")
         #expect(SMTPCommand.mail(.null, MailParameters()).verb == "MAIL")
-        #expect(SMTPCommand.rcpt(Mailbox(localPart: "a", domain: "b")).verb == "RCPT")
+        #expect(SMTPCommand.rcpt(Mailbox(localPart: "a", domain: "b"), RecipientParameters()).verb == "RCPT")
         #expect(SMTPCommand.starttls.verb == "STARTTLS")
     }
 }

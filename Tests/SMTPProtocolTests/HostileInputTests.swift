@@ -46,7 +46,7 @@ import Testing
                 let line = verbs[i % verbs.count] + tail
                 for utf8 in [false, true] {
                     switch CommandParser.parse(line, options: .init(addressBracketsEnforcement: i % 2 == 0), transactionUTF8: utf8) {
-                    case .success(.mail(.mailbox(let m), _)), .success(.rcpt(let m)):
+                    case .success(.mail(.mailbox(let m), _)), .success(.rcpt(let m, _)):
                         if m.localPart.utf8.count > AddressParser.maxLocalPart { bad.append("local part too long: \(line.debugDescription)") }
                         if m.domain.utf8.count > AddressParser.maxDomain { bad.append("domain too long: \(line.debugDescription)") }
                         if m.description.utf8.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) { bad.append("CR/LF/NUL in address: \(line.debugDescription)") }

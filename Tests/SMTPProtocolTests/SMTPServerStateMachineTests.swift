@@ -234,4 +234,22 @@ import SMTPProtocol
         #expect(h.codes("GET / HTTP/1.1") == [421])
         #expect(h.closed == .forbiddenCommand)
     }
+
+    @Test func dsnIsAdvertisedAndItsParametersKeptOnlyWhenOffered() {
+        var h = MachineHarness { $0.offersDSN = true }
+        h.connect()
+        #expect(h.send("EHLO a.example")[0].lines.contains("DSN"))
+        #expect(h.codes("MAIL FROM:<a@example.net> RET=HDRS ENVID=x1", "RCPT TO:<b@example.org> NOTIFY=FAILURE ORCPT=rfc822;b@example.org",
+                        "RCPT TO:<c@example.org>") == [250, 250, 250])
+        #expect(h.machine.transaction?.parameters.ret == "HDRS")
+        #expect(h.machine.transaction?.recipientParameters.map(\.notify) == ["FAILURE", nil])
+        var off = MachineHarness()
+        off.connect()
+        #expect(!off.send("EHLO a.example")[0].lines.contains("DSN"))
+        #expect(off.codes("MAIL FROM:<a@example.net> RET=HDRS") == [555])
+        var helo = MachineHarness { $0.offersDSN = true }
+        helo.connect()
+        helo.send("HELO a.example")
+        #expect(helo.codes("MAIL FROM:<a@example.net> ENVID=x1") == [555], "DSN parameters need EHLO")
+    }
 }

@@ -23,6 +23,9 @@ public struct SMTPServerConfiguration: Sendable {
     public var allowUntrustedRouting = false
     /// Ask the downstream about each recipient at RCPT.
     public var verifyRecipients = false
+    /// Advertise DSN (RFC 3461) and take its parameters: the downstream offers it and they
+    /// are passed on unchanged.
+    public var offersDSN = false
     /// Seconds, for reply and log texts.
     public var connectionTimeout = 300
     public var dataDeadline = 1800

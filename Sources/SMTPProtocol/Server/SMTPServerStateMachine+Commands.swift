@@ -8,7 +8,9 @@ extension SMTPServerStateMachine {
                           "command line of \(line.wireLength)\(line.overflow ? "+" : "") octets exceeds 512")
         }
         let text = String(decoding: line.bytes.readableBytesView, as: UTF8.self)
-        switch CommandParser.parse(text, options: configuration.parserOptions, transactionUTF8: transaction?.parameters.smtpUTF8 ?? false) {
+        var options = configuration.parserOptions
+        options.dsn = configuration.offersDSN
+        switch CommandParser.parse(text, options: options, transactionUTF8: transaction?.parameters.smtpUTF8 ?? false) {
         case .failure(.unrecognized(let verb)):
             if Self.foreignVerbs.contains(verb) {
                 let r = SMTPReply(421, "4.7.0", "This is an SMTP server; closing connection")
@@ -47,7 +49,7 @@ extension SMTPServerStateMachine {
         case .ehlo(let name): return greet(name, verb: "EHLO")
         case .lhlo(let name): return greet(name, verb: "LHLO")
         case .mail(let from, let params): return mail(from, params)
-        case .rcpt(let to): return rcpt(to)
+        case .rcpt(let to, let params): return rcpt(to, params)
         case .data: return data()
         case .rset:
             let end: [SMTPServerAction] = transaction == nil ? [] : [endTransaction()]
@@ -100,7 +102,7 @@ extension SMTPServerStateMachine {
     /// What EHLO and LHLO advertise: only what the session can honour end to end.
     public var extensions: [String] {
         let size = configuration.maxMessageSize > 0 ? "SIZE \(configuration.maxMessageSize)" : "SIZE"
-        return ["PIPELINING", size, "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "HELP"]
+        return ["PIPELINING", size, "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"] + (configuration.offersDSN ? ["DSN"] : []) + ["HELP"]
     }
 
     // MARK: MAIL
@@ -111,7 +113,7 @@ extension SMTPServerStateMachine {
                           "Send HELO/EHLO first")
         }
         if transaction != nil { return refuse(currentStage, "protocol", "bad-sequence", badSequence("Nested MAIL command"), "Nested MAIL command") }
-        if !extended && (params.size != nil || params.body != nil || params.smtpUTF8) {
+        if !extended && params.needsESMTP {
             return refuse(.mail, "protocol", "syntax", SMTPReply(555, "5.5.4", "MAIL parameters require EHLO"), "ESMTP parameters after HELO")
         }
         return awaiting(.open(from, params), [.openTransaction])
@@ -134,12 +136,13 @@ extension SMTPServerStateMachine {
 
     // MARK: RCPT
 
-    mutating func rcpt(_ given: Mailbox) -> [SMTPServerAction] {
+    mutating func rcpt(_ given: Mailbox, _ params: RecipientParameters = RecipientParameters()) -> [SMTPServerAction] {
         guard transaction != nil else { return refuse(currentStage, "protocol", "bad-sequence", badSequence("Need MAIL before RCPT"), "Need MAIL before RCPT") }
         // `user@local.` is the same mailbox as `user@local`; it is forwarded without the dot.
         let to = given.withoutTrailingDot
         transaction?.rcptAttempted = true
         transaction?.candidate = to
+        transaction?.candidateParameters = params
         let count = transaction?.recipients.count ?? 0
         if count >= configuration.maxRecipients {
             return refuseRecipient("limits", "too-many-recipients", SMTPReply(452, "4.5.3", "Too many recipients"),
@@ -186,6 +189,8 @@ extension SMTPServerStateMachine {
     mutating func acceptRecipient() -> [SMTPServerAction] {
         guard let to = transaction?.candidate else { return ready([]) }
         transaction?.recipients.append(to)
+        let params = transaction?.candidateParameters ?? RecipientParameters()
+        transaction?.recipientParameters.append(params)
         transaction?.candidate = nil
         return ready(reply(SMTPReply(250, "2.1.5", "Recipient <\(to)> OK")))
     }

@@ -6,8 +6,11 @@ public struct SMTPTransaction: Sendable, Equatable {
     public var parameters: MailParameters
     /// Accepted recipients, in order.
     public var recipients: [Mailbox] = []
-    /// The recipient under consideration at RCPT (checks, verification).
+    /// Each accepted recipient's DSN parameters, in the same order.
+    public var recipientParameters: [RecipientParameters] = []
+    /// The recipient under consideration at RCPT (checks, verification), and its parameters.
     public var candidate: Mailbox?
+    public var candidateParameters = RecipientParameters()
     /// True once any RCPT was given (for 554 "No valid recipients" at DATA).
     public var rcptAttempted = false
     /// Fields the checks asked to add to the message.
