@@ -218,6 +218,7 @@ public final class Forwarder: @unchecked Sendable {
         if conn.capabilities.contains("SIZE") { mail += " SIZE=\(size)" }
         if let body = env.parameters.body, conn.capabilities.contains("8BITMIME") { mail += " BODY=\(body)" }
         let dsn = conn.capabilities.contains("DSN")
+        let dsnDropped = !dsn && (env.parameters.ret != nil || env.parameters.envid != nil || env.recipientParameters.contains { !$0.isEmpty })
         if dsn {
             mail += (env.parameters.ret.map { " RET=\($0)" } ?? "") + (env.parameters.envid.map { " ENVID=\($0)" } ?? "")
         }
@@ -297,7 +298,9 @@ public final class Forwarder: @unchecked Sendable {
             throw e
         }
         out.writeString(stuffer.terminator())
-        return await finalReply(to: out, conn: conn, recipients: env.recipients.count)
+        var outcome = await finalReply(to: out, conn: conn, recipients: env.recipients.count)
+        if dsnDropped { outcome.detail += " (DSN parameters not passed on: \(conn.target) no longer offers DSN)" }
+        return outcome
     }
 
     /// Sends the last chunk with the final dot and reads the answer: one reply, or from an

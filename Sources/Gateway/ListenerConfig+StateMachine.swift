@@ -8,7 +8,12 @@ extension ListenerConfig {
         var c = SMTPServerConfiguration(helloName: helloName)
         c.dialect = dialect
         c.greeting = smtpGreeting
-        c.maxRecipients = maxRecipients
+        // An SMTP client has one reply for the whole message; an LMTP target answers each
+        // recipient. Mixed answers could only be told as 451 (a second copy for those
+        // delivered), so with an LMTP target an SMTP transaction takes one recipient and
+        // further RCPTs get 452 4.5.3 (the client sends them on in another transaction).
+        let lmtpTarget = gateway.downstream.targets.contains { DownstreamTarget($0).map { if case .lmtp = $0 { return true } else { return false } } ?? false }
+        c.maxRecipients = dialect == .smtp && lmtpTarget ? 1 : maxRecipients
         c.maxMessageSize = maxMessageOctets
         c.maxErrors = maxUnrecognizedCommands
         c.heloRequired = heloEhloEnforcement

@@ -48,7 +48,7 @@ final class Session {
     }
 
     init(id: String, listener: ListenerConfig, helloName: String, policy: CompiledPolicy, shared: GatewayShared,
-         handle: SessionHandle, idle: IdleTimeoutHandler, ip: IPAddress, port: Int, outbound: Outbound) {
+         handle: SessionHandle, idle: IdleTimeoutHandler, ip: IPAddress, port: Int, unix: Bool = false, outbound: Outbound) {
         self.idle = idle
         self.id = id
         self.listener = listener
@@ -62,10 +62,13 @@ final class Session {
         self.clientIPText = ip.description
         var mc = listener.machineConfiguration(helloName: helloName, client: ip, gateway: config)
         mc.offersDSN = shared.forwarder.allTargetsOffer("DSN")
+        // A unix-socket client has no address: it is never trusted to relay.
+        if unix { mc.clientTrusted = false }
         self.machine = SMTPServerStateMachine(configuration: mc, sessionID: id)
         var c = CheckContext(sessionID: id, listener: listener.name, clientIP: ip, clientPort: port,
                              clientAuthorized: listener.isAuthorized(ip), maxMessageSize: listener.maxMessageOctets)
         c.receiver = helloName
+        if unix { c.clientAuthorized = false }
         self.client = c
     }
 
@@ -99,7 +102,7 @@ final class Session {
         do {
             try await conn.executeThenClose { inbound, outbound in
                 let s = Session(id: id, listener: listener, helloName: helloName, policy: policy, shared: shared,
-                                handle: h, idle: idle, ip: ip, port: port, outbound: outbound)
+                                handle: h, idle: idle, ip: ip, port: port, unix: remote?.pathname != nil, outbound: outbound)
                 var it = inbound.makeAsyncIterator()
                 await s.run(&it, local: conn.channel.localAddress)
             }
@@ -153,7 +156,11 @@ final class Session {
         while !queue.isEmpty {
             let action = queue.removeFirst()
             guard let answer = await perform(action) else { continue }
-            if case .closed = answer { queue.removeAll() }
+            if case .closed = answer {
+                // The connection is gone: no more I/O, but every record is still written.
+                queue = queue.filter { if case .log = $0 { return true } else if case .close = $0 { return true } else { return false } }
+                if machine.phase == .closed { continue }
+            }
             queue += machine.handle(answer)
         }
         if shutdownAfterTransaction && machine.phase == .command {

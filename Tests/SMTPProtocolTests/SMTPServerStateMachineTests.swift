@@ -252,4 +252,53 @@ import SMTPProtocol
         helo.send("HELO a.example")
         #expect(helo.codes("MAIL FROM:<a@example.net> ENVID=x1") == [555], "DSN parameters need EHLO")
     }
+
+    @Test func policyRefusalsCountAsErrors() {
+        var h = MachineHarness { $0.maxErrors = 2 }
+        h.refuse[.rcpt] = SMTPReply(550, "5.7.1", "Listed")
+        h.connect()
+        h.send("EHLO a.example", "MAIL FROM:<a@example.net>")
+        #expect(h.codes("RCPT TO:<b@example.org>", "RCPT TO:<c@example.org>") == [550, 550])
+        #expect(h.send("RCPT TO:<d@example.org>").map(\.summary) == ["421 4.7.0 Too many errors, closing connection"])
+        var v = MachineHarness { $0.maxErrors = 1; $0.verifyRecipients = true }
+        v.verification = SMTPReply(550, "5.1.1", "No such user")
+        v.connect()
+        v.send("EHLO a.example", "MAIL FROM:<a@example.net>")
+        #expect(v.codes("RCPT TO:<x@example.org>", "RCPT TO:<y@example.org>") == [550, 421], "address harvesting is bounded")
+    }
+
+    @Test func aMessageWithoutABlankLineStillRunsItsDataStage() {
+        var h = MachineHarness()
+        h.refuse[.data] = SMTPReply(550, "5.7.1", "Bad headers")
+        h.connect()
+        h.send("EHLO a.example", "MAIL FROM:<a@example.net>", "RCPT TO:<b@example.org>", "DATA")
+        h.feed(.dataEnded(SMTPDataSummary()))
+        #expect(h.sent.last?.summary == "550 5.7.1 Bad headers")
+        #expect(h.actions.contains(.runStage(.data)))
+    }
+
+    @Test func anLMTPMessageRefusedForManyRecipientsIsOneError() {
+        var h = MachineHarness { $0.dialect = .lmtp; $0.maxErrors = 1 }
+        h.refuse[.message] = SMTPReply(550, "5.7.1", "Spam")
+        h.connect()
+        h.send("LHLO a.example", "MAIL FROM:<a@example.net>", "RCPT TO:<b@example.org>", "RCPT TO:<c@example.org>", "RCPT TO:<d@example.org>", "DATA")
+        #expect(h.message().count == 3)
+        #expect(h.machine.errors == 1)
+        #expect(h.codes("NOOP") == [250])
+    }
+
+    @Test func recipientParametersNeedEHLO() {
+        var h = MachineHarness { $0.offersDSN = true }
+        h.connect()
+        h.send("HELO a.example", "MAIL FROM:<a@example.net>")
+        #expect(h.send("RCPT TO:<b@example.org> NOTIFY=NEVER").map(\.summary) == ["555 5.5.4 RCPT parameters require EHLO"])
+    }
+
+    @Test func aTimeoutIsLoggedBeforeItsReplyIsTried() {
+        var h = MachineHarness()
+        h.connect()
+        h.actions = []
+        h.feed(.timeout)
+        guard case .log = h.actions.first else { Issue.record("\(h.actions)"); return }
+    }
 }

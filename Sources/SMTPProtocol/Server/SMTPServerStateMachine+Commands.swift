@@ -140,7 +140,11 @@ extension SMTPServerStateMachine {
         guard transaction != nil else { return refuse(currentStage, "protocol", "bad-sequence", badSequence("Need MAIL before RCPT"), "Need MAIL before RCPT") }
         // `user@local.` is the same mailbox as `user@local`; it is forwarded without the dot.
         let to = given.withoutTrailingDot
+        if !extended && !params.isEmpty {
+            return refuse(.rcpt, "protocol", "syntax", SMTPReply(555, "5.5.4", "RCPT parameters require EHLO"), "ESMTP parameters after HELO")
+        }
         transaction?.rcptAttempted = true
+        candidateHeaders = []
         transaction?.candidate = to
         transaction?.candidateParameters = params
         let count = transaction?.recipients.count ?? 0
@@ -173,7 +177,7 @@ extension SMTPServerStateMachine {
             transaction?.candidate = nil
             return ready(reply(r))
         }
-        transaction?.headers += o.headers
+        candidateHeaders = o.headers
         if configuration.verifyRecipients && !to.domain.isEmpty { return awaiting(.verification, [.verifyRecipient(to)]) }
         return acceptRecipient()
     }
@@ -189,6 +193,8 @@ extension SMTPServerStateMachine {
     mutating func acceptRecipient() -> [SMTPServerAction] {
         guard let to = transaction?.candidate else { return ready([]) }
         transaction?.recipients.append(to)
+        transaction?.headers += candidateHeaders
+        candidateHeaders = []
         let params = transaction?.candidateParameters ?? RecipientParameters()
         transaction?.recipientParameters.append(params)
         transaction?.candidate = nil
@@ -205,9 +211,15 @@ extension SMTPServerStateMachine {
         case (.rcpt, .rcpt): return rcptDone(o)
         case (.dataStage, .data):
             pending = .none
+            dataStageRan = true
             dataOutcome = o.reply == nil ? nil : o
             transaction?.headers += o.headers
             return []
+        case (.dataStageAtEnd, .data):
+            dataStageRan = true
+            dataOutcome = o.reply == nil ? nil : o
+            transaction?.headers += o.headers
+            return afterDataStage(dataSummary)
         case (.messageStage, .message): return messageDone(o)
         default: return []
         }

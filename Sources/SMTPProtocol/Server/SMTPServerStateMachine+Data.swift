@@ -49,6 +49,15 @@ extension SMTPServerStateMachine {
         if let e = s.spoolError {
             return finish(.localError, action: "tempfail", [.log(decision(.message, "spool", "error", "tempfail", .localError, "spool write failed: \(e)"))])
         }
+        if !dataStageRan {
+            // A message of header fields only (no blank line): its data stage runs now.
+            pending = .dataStageAtEnd
+            return [.runStage(.data)]
+        }
+        return afterDataStage(s)
+    }
+
+    mutating func afterDataStage(_ s: SMTPDataSummary) -> [SMTPServerAction] {
         if let d = dataOutcome, let r = d.reply { return finish(r, action: d.action) }
         pending = .messageStage
         return [.runStage(.message)]
@@ -97,10 +106,9 @@ extension SMTPServerStateMachine {
         } else {
             replies = [r]
         }
-        for reply in replies {
-            out.append(.send(reply))
-            if reply.code >= 500 { errors += 1 }
-        }
+        for reply in replies { out.append(.send(reply)) }
+        // One refused message is one error, however many recipients it had.
+        if replies.contains(where: { $0.code >= 500 }) { errors += 1 }
         return ready(out)
     }
 }

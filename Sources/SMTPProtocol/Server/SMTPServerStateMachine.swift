@@ -18,7 +18,7 @@ public struct SMTPServerStateMachine: Sendable {
 
     enum Pending: Sendable, Equatable {
         case none, connect, helo(name: String, verb: String), open(ReversePath, MailParameters), mail, rcpt, verification,
-             admission, dataStage, messageStage, commit, delivery
+             admission, dataStage, dataStageAtEnd, messageStage, commit, delivery
     }
 
     public let configuration: SMTPServerConfiguration
@@ -44,7 +44,12 @@ public struct SMTPServerStateMachine: Sendable {
     var answering = false
     /// Set when the data stage refused: the message is refused at its end.
     var dataOutcome: SMTPStageOutcome?
+    /// The data stage has run for this message (it runs at the end of data for a message
+    /// without a blank line after its header section).
+    var dataStageRan = false
     var dataSummary = SMTPDataSummary()
+    /// Fields the RCPT stage asked for, added once the recipient is taken.
+    var candidateHeaders: [HeaderField] = []
 
     public init(configuration: SMTPServerConfiguration, sessionID: String) {
         self.configuration = configuration
@@ -70,10 +75,15 @@ public struct SMTPServerStateMachine: Sendable {
             defer { answering = false }
             return command(line)
         case .stageDone(let stage, let outcome):
+            // A refusal by a stage answers the command that ran it: it counts.
+            answering = true
+            defer { answering = false }
             return stageDone(stage, outcome)
         case .transactionOpened(let allowed):
             return transactionOpened(allowed)
         case .recipientVerified(let target, let reply):
+            answering = true
+            defer { answering = false }
             return recipientVerified(target: target, reply: reply)
         case .dataAdmitted(let refusal, let ends):
             return dataAdmitted(refusal, endsTransaction: ends)
@@ -92,9 +102,9 @@ public struct SMTPServerStateMachine: Sendable {
                                                    : "no command for \(configuration.connectionTimeout)s")
         case .dataDeadlinePassed:
             let r = SMTPReply(451, "4.4.2", "DATA took longer than \(configuration.dataDeadline)s; message discarded")
-            return [.send(r), .log(decision(.data, "protocol", "data-deadline", "tempfail", r,
-                                            "DATA phase over dataDeadline \(configuration.dataDeadline)s; message discarded")),
-                    close(.timeout)]
+            return [.log(decision(.data, "protocol", "data-deadline", "tempfail", r,
+                                  "DATA phase over dataDeadline \(configuration.dataDeadline)s; message discarded")),
+                    .send(r), close(.timeout)]
         case .closed(let byServer, let detail):
             return [close(byServer ? .shutdown : .clientClosed, detail: phase == .data ? "during DATA; message discarded" : detail)]
         case .shutdownRequested:
@@ -139,7 +149,7 @@ public struct SMTPServerStateMachine: Sendable {
 
     mutating func timedOut(reason: String) -> [SMTPServerAction] {
         let stage = phase == .data ? Stage.data : currentStage
-        return [.send(.timeout), .log(decision(stage, "protocol", "timeout", "tempfail", .timeout, reason)), close(.timeout)]
+        return [.log(decision(stage, "protocol", "timeout", "tempfail", .timeout, reason)), .send(.timeout), close(.timeout)]
     }
 
     /// Back to reading commands.
@@ -161,6 +171,7 @@ public struct SMTPServerStateMachine: Sendable {
     mutating func endTransaction() -> SMTPServerAction {
         transaction = nil
         dataOutcome = nil
+        dataStageRan = false
         dataSummary = SMTPDataSummary()
         return .endTransaction
     }
