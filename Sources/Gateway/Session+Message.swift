@@ -10,7 +10,8 @@ import PolicyEngine
 extension Session {
     func receiveMessage(_ inbound: inout Inbound) async {
         let spool = MessageSpool(directory: shared.config.spoolDirectory, memoryLimit: shared.config.spoolMemoryLimit)
-        message = MessageFacts(spool: spool)
+        message = MessageFacts()
+        self.spool = spool
         let intake = MessageIntake(checks: policy.checks, authservIDs: shared.authservIDs, maxMessageSize: listener.maxMessageOctets,
                                    keep: { spool.appendLine($0) })
         var reader = DataReader(maxLineLength: 1000)

@@ -27,8 +27,9 @@ final class Session {
     /// The client's facts; the rest of each check context comes from the machine.
     let client: CheckContext
     var outbound: Outbound
-    /// The message of the transaction in flight, once its DATA has begun.
+    /// The message of the transaction in flight, once its DATA has begun, and its spool.
     var message: MessageFacts?
+    var spool: MessageSpool?
     /// The forwarder's answer, for the transaction record.
     var delivery: DeliveryOutcome?
     /// Set when a transaction ends while the gateway shuts down.
@@ -36,16 +37,6 @@ final class Session {
     var closeLogged = false
     let started = ContinuousClock.now
     let clientIPText: String
-
-    /// What the intake learned of a message, for the checks and the transaction record.
-    struct MessageFacts {
-        var spool: MessageSpool
-        var headers: [HeaderField] = []
-        var size = 0
-        var truncated = false
-        var streamed: [String: any Sendable] = [:]
-        var messageID: String { headers.first { $0.name.lowercased() == "message-id" }?.value ?? "" }
-    }
 
     init(id: String, listener: ListenerConfig, helloName: String, policy: CompiledPolicy, shared: GatewayShared,
          handle: SessionHandle, idle: IdleTimeoutHandler, ip: IPAddress, port: Int, unix: Bool = false, outbound: Outbound) {
@@ -185,11 +176,13 @@ final class Session {
             guard shared.registry.beginTransaction(handle) else { return .transactionOpened(false) }
             run.beginTransaction()
             message = nil
+            spool = nil
             delivery = nil
             return .transactionOpened(true)
         case .endTransaction:
             run.endTransaction()
             message = nil
+            spool = nil
             if shared.registry.endTransaction(handle) { shutdownAfterTransaction = true }
             return nil
         case .verifyRecipient(let to):
@@ -220,25 +213,7 @@ final class Session {
     // MARK: Stages
 
     /// The check context: the client's facts, the machine's state, the message's facts.
-    func context() -> CheckContext {
-        var c = client
-        c.heloVerb = machine.heloVerb
-        c.helo = machine.heloCandidate
-        if let t = machine.transaction {
-            c.sender = t.sender
-            c.mailParameters = t.parameters
-            c.recipients = t.recipients
-            c.recipient = t.candidate
-        }
-        if let m = message {
-            c.headers = m.headers
-            c.messageSize = m.size
-            c.messageTruncated = m.truncated
-            c.streamed = m.streamed
-        }
-        c.score = run.score
-        return c
-    }
+    func context() -> CheckContext { client.at(machine, message: message, score: run.score) }
 
     /// Runs a stage of the policy, logging every verdict.
     func runStage(_ stage: Stage) async -> SMTPStageOutcome {
@@ -275,12 +250,12 @@ final class Session {
     }
 
     func deliver(_ t: SMTPTransaction) async -> SMTPServerEvent {
-        guard let m = message else { return .delivered(SMTPDeliveryReport(action: "tempfail", reply: .localError)) }
+        guard let spool else { return .delivered(SMTPDeliveryReport(action: "tempfail", reply: .localError)) }
         let prefix = ReceivedField.text(transaction: t, dialect: listener.dialect, extended: machine.extended, helo: machine.helo,
                                         client: client.clientIP, by: helloName)
             + HeaderField.mergingAuthenticationResults(t.headers, authserv: helloName).map { "\($0.name): \($0.value)\r\n" }.joined()
         let env = Envelope(sender: t.sender, parameters: t.parameters, recipients: t.recipients, recipientParameters: t.recipientParameters)
-        let d = await shared.forwarder.deliver(env, prefix: prefix, spool: m.spool)
+        let d = await shared.forwarder.deliver(env, prefix: prefix, spool: spool)
         delivery = d
         return .delivered(SMTPDeliveryReport(action: d.kind.action, reply: d.reply, perRecipient: d.perRecipient))
     }

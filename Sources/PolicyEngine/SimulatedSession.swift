@@ -12,7 +12,7 @@ struct SimulatedSession {
     var out = SimulationResult()
     /// The step being written: the command or stage the verdicts belong to.
     var step: SimulationResult.Step?
-    var message: (headers: [HeaderField], size: Int, truncated: Bool, streamed: [String: any Sendable])?
+    var message: MessageFacts?
     var replies: [SMTPReply] = []
     var headers: [HeaderField] = []
     /// The data stage's refusal: the verdict is given at data, as the gateway's is decided there.
@@ -99,7 +99,12 @@ struct SimulatedSession {
         }
         if !headersDone { await headersComplete(intake, size: size) }
         let streamed = await intake.finish()
-        message = (intake.headers, size, intake.truncated, intake.headerTooLarge ? [:] : streamed)
+        var facts = MessageFacts()
+        facts.headers = intake.headers
+        facts.size = size
+        facts.truncated = intake.truncated
+        if !intake.headerTooLarge { facts.streamed = streamed }
+        message = facts
         begin(.message, "end of data (\(size) octets)")
         var s = SMTPDataSummary()
         s.size = size
@@ -119,7 +124,10 @@ struct SimulatedSession {
 
     mutating func headersComplete(_ intake: MessageIntake, size: Int) async {
         intake.endHeaders()
-        message = (intake.headers, size, false, [:])
+        var facts = MessageFacts()
+        facts.headers = intake.headers
+        facts.size = size
+        message = facts
         begin(.data, "headers (\(intake.headers.count) fields)")
         await feed(.headersComplete)
         endStep(reply: dataRefusal)
@@ -175,25 +183,7 @@ extension SimulatedSession {
     }
 
     /// The check context: the client's facts, the machine's state, the message's facts.
-    func context() -> CheckContext {
-        var c = client
-        c.heloVerb = machine.heloVerb
-        c.helo = machine.heloCandidate
-        if let t = machine.transaction {
-            c.sender = t.sender
-            c.mailParameters = t.parameters
-            c.recipients = t.recipients
-            c.recipient = t.candidate
-        }
-        if let m = message {
-            c.headers = m.headers
-            c.messageSize = m.size
-            c.messageTruncated = m.truncated
-            c.streamed = m.streamed
-        }
-        c.score = run.score
-        return c
-    }
+    func context() -> CheckContext { client.at(machine, message: message, score: run.score) }
 
     mutating func begin(_ stage: Stage, _ label: String) {
         step = SimulationResult.Step(stage: stage, label: label, verdicts: [], reply: nil)
