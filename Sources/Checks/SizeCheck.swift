@@ -15,7 +15,7 @@ public struct SizeCheck: Check {
 
     public init() {}
 
-    public static let tooBig = SMTPReply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+    public static let tooBig = SMTPServerStateMachine.messageTooBig
 
     public func evaluate(stage: Stage, context: CheckContext) async -> CheckResult {
         let max = context.maxMessageSize
