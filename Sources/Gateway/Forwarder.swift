@@ -57,9 +57,13 @@ public final class Forwarder: @unchecked Sendable {
     private var capabilities: [String: Set<String>] = [:]
     private var closed = false
 
+    /// Some target speaks LMTP (one reply per recipient after the dot).
+    let hasLMTPTarget: Bool
+
     public init(config: DownstreamConfig, helloName: String, group: EventLoopGroup) {
         self.config = config
         self.targets = config.targets.compactMap { s in DownstreamTarget(s).map { (s, $0) } }
+        self.hasLMTPTarget = targets.contains { if case .lmtp = $0.1 { return true } else { return false } }
         self.helloName = helloName
         self.group = group
     }

@@ -4,7 +4,9 @@ extension ListenerConfig {
     public var dialect: SMTPDialect { `protocol` == "lmtp" ? .lmtp : .smtp }
 
     /// The state machine's view of this listener, for one client.
-    func machineConfiguration(helloName: String, client: IPAddress, gateway: GatewayConfig) -> SMTPServerConfiguration {
+    /// `lmtpTarget`: some downstream target speaks LMTP; `unix`: the client came over a
+    /// unix socket (it has no address, and is never trusted to relay).
+    func machineConfiguration(helloName: String, client: IPAddress, unix: Bool, gateway: GatewayConfig, lmtpTarget: Bool) -> SMTPServerConfiguration {
         var c = SMTPServerConfiguration(helloName: helloName)
         c.dialect = dialect
         c.greeting = smtpGreeting
@@ -12,13 +14,12 @@ extension ListenerConfig {
         // recipient. Mixed answers could only be told as 451 (a second copy for those
         // delivered), so with an LMTP target an SMTP transaction takes one recipient and
         // further RCPTs get 452 4.5.3 (the client sends them on in another transaction).
-        let lmtpTarget = gateway.downstream.targets.contains { DownstreamTarget($0).map { if case .lmtp = $0 { return true } else { return false } } ?? false }
         c.maxRecipients = dialect == .smtp && lmtpTarget ? 1 : maxRecipients
         c.maxMessageSize = maxMessageOctets
         c.maxErrors = maxUnrecognizedCommands
         c.heloRequired = heloEhloEnforcement
         c.parserOptions = CommandParserOptions(addressBracketsEnforcement: addressBracketsEnforcement)
-        c.clientTrusted = isAuthorized(client)
+        c.clientTrusted = !unix && isAuthorized(client)
         c.allowUntrustedRouting = gateway.allowUntrustedRouting
         c.verifyRecipients = gateway.downstream.verifyRecipients
         c.connectionTimeout = connectionTimeout

@@ -51,15 +51,13 @@ final class Session {
         self.handle = handle
         self.outbound = outbound
         self.clientIPText = ip.description
-        var mc = listener.machineConfiguration(helloName: helloName, client: ip, gateway: config)
+        var mc = listener.machineConfiguration(helloName: helloName, client: ip, unix: unix, gateway: config,
+                                               lmtpTarget: shared.forwarder.hasLMTPTarget)
         mc.offersDSN = shared.forwarder.allTargetsOffer("DSN")
-        // A unix-socket client has no address: it is never trusted to relay.
-        if unix { mc.clientTrusted = false }
         self.machine = SMTPServerStateMachine(configuration: mc, sessionID: id)
         var c = CheckContext(sessionID: id, listener: listener.name, clientIP: ip, clientPort: port,
-                             clientAuthorized: listener.isAuthorized(ip), maxMessageSize: listener.maxMessageOctets)
+                             clientAuthorized: mc.clientTrusted, maxMessageSize: listener.maxMessageOctets)
         c.receiver = helloName
-        if unix { c.clientAuthorized = false }
         self.client = c
     }
 

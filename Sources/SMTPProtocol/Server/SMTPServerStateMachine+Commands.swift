@@ -68,7 +68,10 @@ extension SMTPServerStateMachine {
         }
     }
 
-    func badSequence(_ text: String) -> SMTPReply { .badSequence(text) }
+    /// A command out of order: 503 5.5.1 with `text`, logged with the same words.
+    mutating func badSequence(_ text: String) -> [SMTPServerAction] {
+        refuse(currentStage, "protocol", "bad-sequence", .badSequence(text), text)
+    }
 
     // MARK: HELO / EHLO / LHLO
 
@@ -109,10 +112,9 @@ extension SMTPServerStateMachine {
 
     mutating func mail(_ from: ReversePath, _ params: MailParameters) -> [SMTPServerAction] {
         if configuration.heloRequired && helo == nil {
-            return refuse(currentStage, "protocol", "bad-sequence", badSequence("Send \(configuration.dialect == .lmtp ? "LHLO" : "HELO/EHLO") first"),
-                          "Send HELO/EHLO first")
+            return badSequence("Send \(configuration.dialect == .lmtp ? "LHLO" : "HELO/EHLO") first")
         }
-        if transaction != nil { return refuse(currentStage, "protocol", "bad-sequence", badSequence("Nested MAIL command"), "Nested MAIL command") }
+        if transaction != nil { return badSequence("Nested MAIL command") }
         if !extended && params.needsESMTP {
             return refuse(.mail, "protocol", "syntax", SMTPReply(555, "5.5.4", "MAIL parameters require EHLO"), "ESMTP parameters after HELO")
         }
@@ -137,7 +139,7 @@ extension SMTPServerStateMachine {
     // MARK: RCPT
 
     mutating func rcpt(_ given: Mailbox, _ params: RecipientParameters = RecipientParameters()) -> [SMTPServerAction] {
-        guard transaction != nil else { return refuse(currentStage, "protocol", "bad-sequence", badSequence("Need MAIL before RCPT"), "Need MAIL before RCPT") }
+        guard transaction != nil else { return badSequence("Need MAIL before RCPT") }
         // `user@local.` is the same mailbox as `user@local`; it is forwarded without the dot.
         let to = given.withoutTrailingDot
         if !extended && !params.isEmpty {

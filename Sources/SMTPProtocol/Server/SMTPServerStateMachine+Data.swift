@@ -8,12 +8,12 @@ extension SMTPServerStateMachine {
     // MARK: DATA
 
     mutating func data() -> [SMTPServerAction] {
-        guard let t = transaction else { return refuse(currentStage, "protocol", "bad-sequence", badSequence("Need MAIL command"), "Need MAIL command") }
+        guard let t = transaction else { return badSequence("Need MAIL command") }
         if t.recipients.isEmpty {
             if t.rcptAttempted {
                 return refuse(.data, "protocol", "no-recipients", SMTPReply(554, "5.5.1", "No valid recipients"), "all RCPT commands were refused")
             }
-            return refuse(currentStage, "protocol", "bad-sequence", badSequence("Need RCPT command"), "Need RCPT command")
+            return badSequence("Need RCPT command")
         }
         return awaiting(.admission, [.admitData])
     }
