@@ -336,10 +336,10 @@ public final class Forwarder: @unchecked Sendable {
                                target: conn.target, detail: "end of data: \(final.summary)")
     }
 
-    /// An LMTP downstream's replies, one per recipient: each recipient's own outcome for an
-    /// LMTP client; for an SMTP client one reply. When some recipients were delivered and
-    /// some not, the SMTP client hears 451 and will send again to all (those delivered get a
-    /// second copy, the others are not lost), as after an unknown outcome.
+    /// An LMTP downstream's replies, one per recipient: an LMTP client hears each one
+    /// (`perRecipient`); `reply` sums them up for the log and for an SMTP client, which only
+    /// ever sends an LMTP target one recipient (see `maxRecipients`), so never meets
+    /// `partial`. Should it still, it hears 451: a second copy for some, no loss for any.
     static func lmtpOutcome(_ replies: [SMTPReply], target: String, detail: String) -> DeliveryOutcome {
         let ok = replies.filter { $0.code / 100 == 2 }.count
         var o = DeliveryOutcome(kind: .delivered, reply: replies[0], target: target, detail: "end of data: \(detail)", perRecipient: replies)
