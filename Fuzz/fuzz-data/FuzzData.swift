@@ -1,5 +1,6 @@
-// libFuzzer target: the line framer fed in arbitrary chunks, the DATA reader, the header
-// field assembler and the Authentication-Results reader (see fuzz/README.md).
+// libFuzzer target: the inbound framer (command lines, DATA's lines after a 354, BDAT
+// chunks) fed in arbitrary reads, the DATA reader, the chunk reader, the header field
+// assembler and the Authentication-Results reader (see fuzz/README.md).
 import NIOCore
 import SMTPProtocol
 
@@ -7,21 +8,42 @@ import SMTPProtocol
 public func fuzzData(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
     guard let split = bytes.first else { return 0 }
-    // The first octet chooses the read size, so line ends fall across reads.
+    // The first octet chooses the read size, so line ends and chunks fall across reads.
     let chunk = Int(split % 64) + 1
-    var framer = SMTPLineFramer(maxLineLength: 100)
+    var framer = SMTPInboundFramer(maxLineLength: 100)
     var reader = DataReader(maxLineLength: 100)
+    var chunks = ChunkReader(maxLineLength: 100)
     var headers = HeaderFieldAssembler(maxOctets: 512)
+    var inData = false
+    var chunkLeft = 0
     var buffer = ByteBuffer()
     var i = 1
     while i < bytes.count {
         buffer.writeBytes(bytes[i..<min(bytes.count, i + chunk)])
         i += chunk
-        while let line = framer.nextLine(&buffer) {
-            precondition(line.bytes.readableBytes <= 100, "a line kept more than the limit")
-            for event in reader.feed(line) {
-                if case .content(let c) = event, reader.inHeader, let f = headers.feed(c.readableBytesView) {
-                    _ = AuthenticationResults.claims(f, authservID: "gw.test")
+        while let item = framer.next(&buffer) {
+            switch item {
+            case .chunk(let piece):
+                precondition(piece.readableBytes <= SMTPInboundFramer.maxPiece && piece.readableBytes <= chunkLeft, "a piece past its chunk")
+                chunkLeft -= piece.readableBytes
+                _ = chunks.feed(piece)
+            case .line(let line):
+                precondition(line.bytes.readableBytes <= 100, "a line kept more than the limit")
+                precondition(chunkLeft == 0, "a line inside a chunk")
+                if inData {
+                    for event in reader.feed(line) {
+                        if event == .end { inData = false }
+                        if case .content(let c) = event, reader.inHeader, let f = headers.feed(c.readableBytesView) {
+                            _ = AuthenticationResults.claims(f, authservID: "gw.test")
+                        }
+                    }
+                } else if let c = line.chunk {
+                    chunkLeft = c.size
+                    if c.last { _ = chunks.finish() }
+                } else if String(buffer: line.bytes).uppercased() == "DATA" {
+                    // As the server does: a DATA line is answered 354.
+                    framer.dataReplySent()
+                    inData = true
                 }
             }
         }

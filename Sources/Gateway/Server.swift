@@ -101,8 +101,8 @@ final class SessionRegistry: @unchecked Sendable {
 struct IdleTimeout: Error {}
 
 final class IdleTimeoutHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = SMTPLine
-    typealias InboundOut = SMTPLine
+    typealias InboundIn = SMTPInbound
+    typealias InboundOut = SMTPInbound
     let timeout: TimeAmount
     private struct State {
         var busy = false
@@ -458,7 +458,7 @@ public final class GatewayServer: @unchecked Sendable {
         log.append(LogRecord(event: event, fields: fields))
     }
 
-    typealias Accepted = (NIOAsyncChannel<SMTPLine, ByteBuffer>, IdleTimeoutHandler)
+    typealias Accepted = (NIOAsyncChannel<SMTPInbound, ByteBuffer>, IdleTimeoutHandler)
     struct ListenError: Error, CustomStringConvertible { let description: String }
 
     /// Binds one address of a listener (TCP, or a unix socket given its file mode) and
@@ -469,10 +469,10 @@ public final class GatewayServer: @unchecked Sendable {
         let initializer: @Sendable (Channel) -> EventLoopFuture<Accepted> = { channel in
             channel.eventLoop.makeCompletedFuture {
                 let idle = try SessionPipeline.configure(channel, timeout: timeout)
-                // Up to 128 buffered lines (≤ 128 KB) per connection before reading pauses:
-                // enough that pipelined commands and DATA lines do not toggle the socket's
-                // read interest line by line.
-                let async = try NIOAsyncChannel<SMTPLine, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(backPressureStrategy: .init(lowWatermark: 32, highWatermark: 128)))
+                // Up to 128 buffered items (lines or BDAT pieces, each ≤ 1000 octets, so
+                // ≤ 128 KB) per connection before reading pauses: enough that pipelined
+                // commands and DATA lines do not toggle the socket's read interest line by line.
+                let async = try NIOAsyncChannel<SMTPInbound, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(backPressureStrategy: .init(lowWatermark: 32, highWatermark: 128)))
                 unclaimed.hold(async)
                 return (async, idle)
             }

@@ -58,6 +58,7 @@ extension Session {
             ("message_id", .string(message?.messageID ?? "")), ("action", .string(action)), ("reply", .string(reply.summary)),
         ] + policyFields
         if run.score != 0 { f.append(("score", .double(run.score))) }
+        if t.chunked { f.append(("chunked", .bool(true))) }
         if let dsn = Self.dsnFields(t) { f.append(("dsn", dsn)) }
         if let d = delivery {
             var down: [(String, JSONValue)] = [("target", .string(d.target)), ("result", .string(d.kind.rawValue)), ("reply", .string(d.detail))]

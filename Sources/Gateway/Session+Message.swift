@@ -8,12 +8,18 @@ import PolicyEngine
 /// Authentication-Results filter, the spool), bounded by the per-line timeout and
 /// dataDeadline.
 extension Session {
-    func receiveMessage(_ inbound: inout Inbound) async {
+    /// Starts the transaction's message: its facts, its spool and the intake that fills it.
+    func startMessage() -> (MessageIntake, MessageSpool) {
         let spool = MessageSpool(directory: shared.config.spoolDirectory, memoryLimit: shared.config.spoolMemoryLimit)
         message = MessageFacts()
         self.spool = spool
         let intake = MessageIntake(checks: policy.checks, authservIDs: shared.authservIDs, maxMessageSize: listener.maxMessageOctets,
                                    keep: { spool.appendLine($0) })
+        return (intake, spool)
+    }
+
+    func receiveMessage(_ inbound: inout Inbound) async {
+        let (intake, spool) = startMessage()
         var reader = DataReader(maxLineLength: 1000)
         let started = ContinuousClock.now
         while machine.phase == .data {
@@ -22,24 +28,36 @@ extension Session {
             let event = await nextCommand(&inbound)
             idle.setBusy(true)
             guard case .command(let line) = event else { await feed(event); return }
+            if line.pipelinedAfterData || line.chunk != nil { await feed(.improperPipelining); return }
             for e in reader.feed(line) {
-                switch e {
-                case .content(let buf):
-                    intake.line(buf, size: reader.size)
-                case .headersComplete:
-                    intake.endHeaders()
-                    message?.headers = intake.headers
-                    message?.size = reader.size
-                    await feed(.headersComplete)
-                case .end:
-                    await endOfData(reader: reader, intake: intake, spool: spool)
+                if e == .end {
+                    await feed(.dataEnded(await endOfMessage(reader: reader, intake: intake, spool: spool)))
                     return
                 }
+                await take(e, reader: reader, intake: intake)
             }
         }
     }
 
-    func endOfData(reader: DataReader, intake: MessageIntake, spool: MessageSpool) async {
+    /// One event of the reader: content into the intake; at the end of the header section,
+    /// the data stage.
+    func take(_ e: DataReader.Event, reader: DataReader, intake: MessageIntake) async {
+        switch e {
+        case .content(let buf):
+            intake.line(buf, size: reader.size)
+        case .headersComplete:
+            intake.endHeaders()
+            message?.headers = intake.headers
+            message?.size = reader.size
+            await feed(.headersComplete)
+        case .end:
+            break
+        }
+    }
+
+    /// The whole message is in: the facts the message stage sees, and what the machine
+    /// needs to know of it.
+    func endOfMessage(reader: DataReader, intake: MessageIntake, spool: MessageSpool) async -> SMTPDataSummary {
         let streamed = await intake.finish()
         message?.headers = intake.headers
         message?.size = reader.size
@@ -57,6 +75,6 @@ extension Session {
         s.headerTooLarge = intake.headerTooLarge
         s.truncated = intake.truncated
         if spool.failed != 0 { s.spoolError = String(cString: strerror(spool.failed)) }
-        await feed(.dataEnded(s))
+        return s
     }
 }

@@ -12,7 +12,7 @@ import DecisionLog
 /// Commands are read one line at a time (pipelined commands queue in the inbound stream)
 /// and answered in order.
 final class Session {
-    typealias Inbound = NIOAsyncChannelInboundStream<SMTPLine>.AsyncIterator
+    typealias Inbound = NIOAsyncChannelInboundStream<SMTPInbound>.AsyncIterator
     typealias Outbound = NIOAsyncChannelOutboundWriter<ByteBuffer>
 
     let id: String
@@ -30,6 +30,8 @@ final class Session {
     /// The message of the transaction in flight, once its DATA has begun, and its spool.
     var message: MessageFacts?
     var spool: MessageSpool?
+    /// The message of a transaction sent in BDAT chunks, from its first chunk.
+    var chunks: ChunkedMessage?
     /// The forwarder's answer, for the transaction record.
     var delivery: DeliveryOutcome?
     /// Set when a transaction ends while the gateway shuts down.
@@ -69,7 +71,7 @@ final class Session {
 
     // MARK: Entry
 
-    static func handle(_ conn: NIOAsyncChannel<SMTPLine, ByteBuffer>, idle: IdleTimeoutHandler, listener: ListenerConfig, helloName: String,
+    static func handle(_ conn: NIOAsyncChannel<SMTPInbound, ByteBuffer>, idle: IdleTimeoutHandler, listener: ListenerConfig, helloName: String,
                        policy: CompiledPolicy, shared: GatewayShared) async {
         let remote = conn.channel.remoteAddress
         let ip: IPAddress = remote?.ipAddress.flatMap { IPAddress($0) } ?? .v4(0)
@@ -118,6 +120,8 @@ final class Session {
                 await feed(event)
             case .data:
                 await receiveMessage(&inbound)
+            case .chunk:
+                await receiveChunk(&inbound)
             case .busy:
                 // A machine waiting on an answer nobody will give: a bug; never hang on it.
                 await feed(.closed(byServer: false, detail: "internal error: the session stalled"))
@@ -128,14 +132,30 @@ final class Session {
         }
     }
 
+    /// The next line, as a command event (or a line of DATA's text), or the event that
+    /// ends reading.
     func nextCommand(_ inbound: inout Inbound) async -> SMTPServerEvent {
+        switch await next(&inbound) {
+        case .success(.line(let line)): return .command(line)
+        case .success(.chunk):
+            // The framer hands on chunk data only right after a BDAT line, which the
+            // machine always answers by reading it: this is a bug, never guess.
+            return .closed(byServer: false, detail: "internal error: BDAT data out of step")
+        case .failure(let ended): return ended.event
+        }
+    }
+
+    struct Ended: Error { let event: SMTPServerEvent }
+
+    /// The next item from the framer, bounded by the per-read timeout.
+    func next(_ inbound: inout Inbound) async -> Result<SMTPInbound, Ended> {
         do {
-            guard let line = try await inbound.next() else { return .closed(byServer: handle.closedByServer, detail: nil) }
-            return .command(line)
+            guard let item = try await inbound.next() else { return .failure(Ended(event: .closed(byServer: handle.closedByServer, detail: nil))) }
+            return .success(item)
         } catch is IdleTimeout {
-            return .timeout
+            return .failure(Ended(event: .timeout))
         } catch {
-            return .closed(byServer: handle.closedByServer, detail: "\(error)")
+            return .failure(Ended(event: .closed(byServer: handle.closedByServer, detail: "\(error)")))
         }
     }
 
@@ -175,12 +195,14 @@ final class Session {
             run.beginTransaction()
             message = nil
             spool = nil
+            chunks = nil
             delivery = nil
             return .transactionOpened(true)
         case .endTransaction:
             run.endTransaction()
             message = nil
             spool = nil
+            chunks = nil
             if shared.registry.endTransaction(handle) { shutdownAfterTransaction = true }
             return nil
         case .verifyRecipient(let to):
@@ -190,7 +212,8 @@ final class Session {
             return .recipientVerified(target: target, reply: r)
         case .admitData:
             return admitData()
-        case .receiveData:
+        case .receiveData, .receiveChunk, .discardChunk:
+            // The run loop reads the message in the phase these leave the machine in.
             return nil
         case .commit(let t):
             return await commit(t)

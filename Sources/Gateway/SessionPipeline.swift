@@ -1,8 +1,8 @@
 import NIOCore
 import SMTPProtocol
 
-/// The one place a session's channel pipeline is built: write-stall detection, the line
-/// framer, the per-line deadline. A handler that must see raw bytes (TLS) goes in front
+/// The one place a session's channel pipeline is built: write-stall detection, the inbound
+/// framer (lines and BDAT chunks), the per-read deadline. A handler that must see raw bytes (TLS) goes in front
 /// of the framer, at `framerName`.
 enum SessionPipeline {
     static let framerName = "smtp-framer"
@@ -12,7 +12,7 @@ enum SessionPipeline {
         let ops = channel.pipeline.syncOperations
         try ops.addHandler(IdleStateHandler(writeTimeout: timeout))
         try ops.addHandler(WriteStallHandler())
-        try ops.addHandler(ByteToMessageHandler(SMTPLineFramer(maxLineLength: 1000)), name: framerName)
+        try ops.addHandler(SMTPInboundHandler(maxLineLength: 1000), name: framerName)
         let idle = IdleTimeoutHandler(timeout: timeout)
         try ops.addHandler(idle)
         return idle

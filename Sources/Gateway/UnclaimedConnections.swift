@@ -12,7 +12,7 @@ import SMTPProtocol
 /// connection is held here until the loop claims it, and at shutdown those never claimed
 /// are finished and closed; a connection wrapped after that is finished at once.
 final class UnclaimedConnections: @unchecked Sendable {
-    typealias Connection = NIOAsyncChannel<SMTPLine, ByteBuffer>
+    typealias Connection = NIOAsyncChannel<SMTPInbound, ByteBuffer>
     private let lock = NIOLock()
     private var waiting: [ObjectIdentifier: Connection] = [:]
     private var drained = false

@@ -176,7 +176,8 @@ extension SimulatedSession {
             // Taken before the transaction ends and its score with it.
             headers = t.headers
             transactionScore = run.score
-        case .receiveData, .close:
+        case .receiveData, .receiveChunk, .discardChunk, .close:
+            // The simulator sends its message with DATA, never in BDAT chunks.
             break
         }
         return nil

@@ -61,6 +61,25 @@ struct MachineHarness {
         return Array(sent[before...])
     }
 
+    /// `BDAT size [LAST]` as the framer hands it on, then (when the machine reads a chunk)
+    /// its end: `summary`, or one with the octets sent so far in this transaction.
+    @discardableResult
+    mutating func bdat(_ size: Int, last: Bool = false, _ summary: SMTPDataSummary? = nil) -> [SMTPReply] {
+        let before = sent.count
+        let text = "BDAT \(size)\(last ? " LAST" : "")"
+        let b = ByteBuffer(string: text)
+        feed(.command(SMTPLine(bytes: b, ending: .crlf, wireLength: text.utf8.count + 2, overflow: false, chunk: BDATCommand(size: size, last: last))))
+        if machine.phase == .chunk {
+            if machine.chunkKept { chunkOctets += size }
+            var s = summary ?? SMTPDataSummary()
+            if summary == nil { s.size = chunkOctets }
+            feed(.chunkEnded(s))
+        }
+        if machine.transaction == nil { chunkOctets = 0 }
+        return Array(sent[before...])
+    }
+    var chunkOctets = 0
+
     mutating func feed(_ event: SMTPServerEvent) {
         var queue = machine.handle(event)
         while !queue.isEmpty {
@@ -82,7 +101,7 @@ struct MachineHarness {
         case .admitData: return .dataAdmitted(admitRefusal, endsTransaction: admitRefusal != nil)
         case .commit: return .committed(error: commitError)
         case .deliver: return .delivered(delivery)
-        case .endTransaction, .receiveData, .logTransaction: break
+        case .endTransaction, .receiveData, .receiveChunk, .discardChunk, .logTransaction: break
         }
         return nil
     }

@@ -28,5 +28,6 @@ public struct SMTPDecision: Sendable, Equatable {
 /// Why a session ended.
 public enum SMTPCloseReason: String, Sendable {
     case quit, clientClosed = "client-closed", timeout, tooManyErrors = "too-many-errors", shutdown, refused,
-         connectRejected = "connect-rejected", error, forbiddenCommand = "forbidden-command"
+         connectRejected = "connect-rejected", error, forbiddenCommand = "forbidden-command",
+         protocolViolation = "protocol-violation"
 }

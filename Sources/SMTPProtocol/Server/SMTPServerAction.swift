@@ -19,6 +19,12 @@ public enum SMTPServerAction: Sendable, Equatable {
     /// The 354 is out: read the message through the intake, feeding `headersComplete` and
     /// `dataEnded`.
     case receiveData
+    /// Read the chunk's octets into the message intake (the first chunk starts it),
+    /// feeding `headersComplete` as for DATA, then `chunkEnded`.
+    case receiveChunk(BDATCommand)
+    /// Read the chunk's octets and throw them away (RFC 3030: a refused BDAT's data is
+    /// still read), then feed `chunkEnded`.
+    case discardChunk(BDATCommand)
     /// Make the decision to forward this transaction durable; answer `committed`.
     case commit(SMTPTransaction)
     /// Forward the message; answer `delivered`.

@@ -71,6 +71,12 @@ public enum SMTPServerEvent: Sendable {
     case headersComplete
     /// The final dot arrived.
     case dataEnded(SMTPDataSummary)
+    /// The BDAT chunk asked for is read; for a kept chunk, what the intake has found so far
+    /// (the last chunk's summary is the message's).
+    case chunkEnded(SMTPDataSummary)
+    /// A line read as message text was sent before the DATA command was answered, or
+    /// claims to be a BDAT command there: the stream cannot be framed safely.
+    case improperPipelining
     /// Answer to `commit`: nil when the decision is durable, else why not.
     case committed(error: String?)
     /// Answer to `deliver`.

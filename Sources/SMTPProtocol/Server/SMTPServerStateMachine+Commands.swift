@@ -3,6 +3,8 @@ extension SMTPServerStateMachine {
     static let foreignVerbs: Set<String> = ["GET", "POST", "HEAD", "PUT", "CONNECT", "USER"]
 
     mutating func command(_ line: SMTPLine) -> [SMTPServerAction] {
+        // The framer read this line as BDAT and its chunk follows: it must be answered here.
+        if let c = line.chunk { return bdat(c) }
         if line.overflow || line.wireLength > 512 {
             return refuse(currentStage, "protocol", "line-too-long", .lineTooLong,
                           "command line of \(line.wireLength)\(line.overflow ? "+" : "") octets exceeds 512")
@@ -61,8 +63,12 @@ extension SMTPServerStateMachine {
         case .help:
             let greet = configuration.dialect == .lmtp ? "LHLO" : "HELO EHLO"
             return reply(SMTPReply(214, "2.0.0", "Commands: \(greet) MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"))
-        case .starttls, .auth, .bdat:
-            // Their states come with TLS, AUTH and CHUNKING; until then they are not offered.
+        case .bdat:
+            // A BDAT the framer did not take as one: no chunk follows it.
+            return refuse(currentStage, "protocol", "syntax", SMTPReply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]"),
+                          "BDAT without a valid chunk-size")
+        case .starttls, .auth:
+            // Their states come with TLS and AUTH; until then they are not offered.
             return refuse(currentStage, "protocol", "not-implemented", SMTPReply(502, "5.5.1", "\(c.verb) not available"),
                           "\(c.verb) is not offered")
         }
@@ -105,7 +111,7 @@ extension SMTPServerStateMachine {
     /// What EHLO and LHLO advertise: only what the session can honour end to end.
     public var extensions: [String] {
         let size = configuration.maxMessageSize > 0 ? "SIZE \(configuration.maxMessageSize)" : "SIZE"
-        return ["PIPELINING", size, "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"] + (configuration.offersDSN ? ["DSN"] : []) + ["HELP"]
+        return ["PIPELINING", size, "8BITMIME", "CHUNKING", "ENHANCEDSTATUSCODES", "SMTPUTF8"] + (configuration.offersDSN ? ["DSN"] : []) + ["HELP"]
     }
 
     // MARK: MAIL

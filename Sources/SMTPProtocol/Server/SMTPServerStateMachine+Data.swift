@@ -8,23 +8,38 @@ extension SMTPServerStateMachine {
     // MARK: DATA
 
     mutating func data() -> [SMTPServerAction] {
-        guard let t = transaction else { return badSequence("Need MAIL command") }
-        if t.recipients.isEmpty {
-            if t.rcptAttempted {
-                return refuse(.data, "protocol", "no-recipients", SMTPReply(554, "5.5.1", "No valid recipients"), "all RCPT commands were refused")
-            }
-            return badSequence("Need RCPT command")
-        }
+        if let refusal = refusalBeforeMessage(.data) { return refusal }
+        if transaction?.chunked == true { return badSequence("DATA after BDAT in one transaction; send RSET") }
         return awaiting(.admission, [.admitData])
     }
 
+    /// DATA or BDAT without a transaction or without a recipient.
+    mutating func refusalBeforeMessage(_ stage: Stage) -> [SMTPServerAction]? {
+        guard let t = transaction else { return badSequence("Need MAIL command") }
+        guard t.recipients.isEmpty else { return nil }
+        if t.rcptAttempted {
+            return refuse(stage, "protocol", "no-recipients", SMTPReply(554, "5.5.1", "No valid recipients"), "all RCPT commands were refused")
+        }
+        return badSequence("Need RCPT command")
+    }
+
     mutating func dataAdmitted(_ refusal: SMTPReply?, endsTransaction ends: Bool) -> [SMTPServerAction] {
-        guard pending == .admission else { return [] }
+        let chunkCommand: BDATCommand?
+        switch pending {
+        case .admission: chunkCommand = nil
+        case .chunkAdmission(let c): chunkCommand = c
+        default: return []
+        }
         answering = true
         defer { answering = false }
         if let r = refusal {
             let end: [SMTPServerAction] = ends ? [endTransaction()] : []
-            return ready(end + reply(r))
+            let out = ready(end + reply(r))
+            return chunkCommand.map { discarding($0, out) } ?? out
+        }
+        if let c = chunkCommand {
+            transaction?.chunked = true
+            return receive(c)
         }
         phase = .data
         pending = .none
@@ -37,24 +52,37 @@ extension SMTPServerStateMachine {
         guard phase == .data else { return [] }
         dataSummary = s
         phase = .busy
-        if let p = s.problem {
-            return finish(p.reply, action: "reject",
-                          [.log(decision(.message, "data", p.name, "reject", p.reply, "message text is not valid SMTP; nothing forwarded"))])
-        }
-        if s.headerTooLarge {
-            let r = Self.headerTooLarge
-            return finish(r, action: "reject", [.log(decision(.message, "limits", "header-too-large", "reject", r,
-                                                              "header section over \(Self.maxHeaderOctets) octets; nothing forwarded"))])
-        }
-        if let e = s.spoolError {
-            return finish(.localError, action: "tempfail", [.log(decision(.message, "spool", "error", "tempfail", .localError, "spool write failed: \(e)"))])
-        }
+        if let refusal = contentRefusal(s) { return refusal }
+        return afterContent(s)
+    }
+
+    /// The message is in: its data stage (at the end, for a message of header fields only,
+    /// without a blank line), then the message stage.
+    mutating func afterContent(_ s: SMTPDataSummary) -> [SMTPServerAction] {
         if !dataStageRan {
-            // A message of header fields only (no blank line): its data stage runs now.
             pending = .dataStageAtEnd
             return [.runStage(.data)]
         }
         return afterDataStage(s)
+    }
+
+    /// The message refused for what the intake found (not SMTP text, header section too
+    /// large, the spool failing); `single` for one reply where LMTP would give one each.
+    mutating func contentRefusal(_ s: SMTPDataSummary, single: Bool = false) -> [SMTPServerAction]? {
+        if let p = s.problem {
+            return finish(p.reply, action: "reject", single: single,
+                          [.log(decision(.message, "data", p.name, "reject", p.reply, "message text is not valid SMTP; nothing forwarded"))])
+        }
+        if s.headerTooLarge {
+            let r = Self.headerTooLarge
+            return finish(r, action: "reject", single: single, [.log(decision(.message, "limits", "header-too-large", "reject", r,
+                                                                              "header section over \(Self.maxHeaderOctets) octets; nothing forwarded"))])
+        }
+        if let e = s.spoolError {
+            return finish(.localError, action: "tempfail", single: single,
+                          [.log(decision(.message, "spool", "error", "tempfail", .localError, "spool write failed: \(e)"))])
+        }
+        return nil
     }
 
     mutating func afterDataStage(_ s: SMTPDataSummary) -> [SMTPServerAction] {
@@ -94,13 +122,15 @@ extension SMTPServerStateMachine {
     }
 
     /// The answer to the message: the transaction logged and ended, then the reply (one per
-    /// recipient in LMTP). It is never replaced by 421; a refusal counts as an error.
-    mutating func finish(_ r: SMTPReply, action: String, _ before: [SMTPServerAction] = [], perRecipient: [SMTPReply]? = nil) -> [SMTPServerAction] {
+    /// recipient in LMTP, unless `single`: a refused BDAT chunk that is not the last gets one).
+    /// It is never replaced by 421; a refusal counts as an error.
+    mutating func finish(_ r: SMTPReply, action: String, single: Bool = false, _ before: [SMTPServerAction] = [],
+                         perRecipient: [SMTPReply]? = nil) -> [SMTPServerAction] {
         guard let t = transaction else { return ready(before) }
         var out = before + [.logTransaction(t, action: action, reply: r), endTransaction()]
         if action == "accept" { errors = 0; junk = 0 }
         let replies: [SMTPReply]
-        if configuration.dialect == .lmtp {
+        if configuration.dialect == .lmtp && !single {
             let each = perRecipient ?? []
             replies = t.recipients.indices.map { $0 < each.count ? each[$0] : r }
         } else {

@@ -12,13 +12,16 @@ public struct SMTPServerStateMachine: Sendable {
         case command
         /// Read the message (after `receiveData`).
         case data
+        /// Read the BDAT chunk `chunk` (after `receiveChunk` or `discardChunk`), then feed
+        /// `chunkEnded`.
+        case chunk
         /// The session is over.
         case closed
     }
 
     enum Pending: Sendable, Equatable {
         case none, connect, helo(name: String, verb: String), open(ReversePath, MailParameters), mail, rcpt, verification,
-             admission, dataStage, dataStageAtEnd, messageStage, commit, delivery
+             admission, chunkAdmission(BDATCommand), dataStage, dataStageAtEnd, messageStage, commit, delivery
     }
 
     public let configuration: SMTPServerConfiguration
@@ -50,6 +53,12 @@ public struct SMTPServerStateMachine: Sendable {
     var dataSummary = SMTPDataSummary()
     /// Fields the RCPT stage asked for, added once the recipient is taken.
     var candidateHeaders: [HeaderField] = []
+    /// The BDAT chunk being read, in phase `chunk`.
+    public internal(set) var chunk: BDATCommand?
+    /// The chunk is part of the message (else its octets are read and thrown away).
+    public internal(set) var chunkKept = false
+    /// The answer to a BDAT whose chunk is thrown away, sent once the chunk is read.
+    var afterChunk: [SMTPServerAction] = []
 
     public init(configuration: SMTPServerConfiguration, sessionID: String) {
         self.configuration = configuration
@@ -88,17 +97,24 @@ public struct SMTPServerStateMachine: Sendable {
         case .dataAdmitted(let refusal, let ends):
             return dataAdmitted(refusal, endsTransaction: ends)
         case .headersComplete:
-            guard phase == .data else { return [] }
+            guard receivingMessage else { return [] }
             pending = .dataStage
             return [.runStage(.data)]
         case .dataEnded(let summary):
             return dataEnded(summary)
+        case .chunkEnded(let summary):
+            return chunkEnded(summary)
+        case .improperPipelining:
+            let r = SMTPReply(554, "5.5.0", "Message text sent before the 354 reply (improper pipelining); closing")
+            return [.log(decision(.data, "protocol", "improper-pipelining", "reject", r,
+                                  "message text arrived before the DATA command was answered (RFC 2920 3.1)")),
+                    .send(r), close(.protocolViolation)]
         case .committed(let error):
             return committed(error: error)
         case .delivered(let report):
             return delivered(report)
         case .timeout:
-            return timedOut(reason: phase == .data ? "no data for \(configuration.connectionTimeout)s; message discarded"
+            return timedOut(reason: receivingMessage ? "no data for \(configuration.connectionTimeout)s; message discarded"
                                                    : "no command for \(configuration.connectionTimeout)s")
         case .dataDeadlinePassed:
             let r = SMTPReply(451, "4.4.2", "DATA took longer than \(configuration.dataDeadline)s; message discarded")
@@ -106,7 +122,8 @@ public struct SMTPServerStateMachine: Sendable {
                                   "DATA phase over dataDeadline \(configuration.dataDeadline)s; message discarded")),
                     .send(r), close(.timeout)]
         case .closed(let byServer, let detail):
-            return [close(byServer ? .shutdown : .clientClosed, detail: phase == .data ? "during DATA; message discarded" : detail)]
+            let during = phase == .data ? "during DATA; message discarded" : phase == .chunk ? "during BDAT; message discarded" : detail
+            return [close(byServer ? .shutdown : .clientClosed, detail: during)]
         case .shutdownRequested:
             return [.send(.shuttingDown), close(.shutdown)]
         }
@@ -147,8 +164,11 @@ public struct SMTPServerStateMachine: Sendable {
         return .close(reason, detail: detail)
     }
 
+    /// Reading message octets: DATA's lines or a BDAT chunk.
+    var receivingMessage: Bool { phase == .data || phase == .chunk }
+
     mutating func timedOut(reason: String) -> [SMTPServerAction] {
-        let stage = phase == .data ? Stage.data : currentStage
+        let stage = receivingMessage ? Stage.data : currentStage
         return [.log(decision(stage, "protocol", "timeout", "tempfail", .timeout, reason)), .send(.timeout), close(.timeout)]
     }
 

@@ -13,6 +13,10 @@ public struct SMTPTransaction: Sendable, Equatable {
     public var candidateParameters = RecipientParameters()
     /// True once any RCPT was given (for 554 "No valid recipients" at DATA).
     public var rcptAttempted = false
+    /// The message is coming in BDAT chunks (DATA is then out of sequence).
+    public var chunked = false
+    /// Octets of BDAT chunks taken into the message so far.
+    public var chunkOctets = 0
     /// Fields the checks asked to add to the message.
     public var headers: [HeaderField] = []
 

@@ -19,12 +19,19 @@ public struct SMTPLine: Sendable, Equatable {
     public var wireLength: Int
     /// True when the line was longer than the framer's limit.
     public var overflow: Bool
+    /// Set by the inbound framer on a well-formed BDAT command line: exactly `size` octets
+    /// of chunk data follow it on the stream.
+    public var chunk: BDATCommand?
+    /// Set by the inbound framer on a line that came after a DATA command line before the
+    /// server had answered it: message text sent before the 354 (improper pipelining).
+    public var pipelinedAfterData = false
 
-    public init(bytes: ByteBuffer, ending: Ending, wireLength: Int, overflow: Bool) {
+    public init(bytes: ByteBuffer, ending: Ending, wireLength: Int, overflow: Bool, chunk: BDATCommand? = nil) {
         self.bytes = bytes
         self.ending = ending
         self.wireLength = wireLength
         self.overflow = overflow
+        self.chunk = chunk
     }
 
     /// True when a CR stands anywhere but right before the final LF.
@@ -108,6 +115,25 @@ public struct SMTPLineFramer: ByteToMessageDecoder, Sendable {
             searchedUpTo = view.count
         }
         return nil
+    }
+
+    /// The partial line left when the input ends without a line ending (the last line of a
+    /// BDAT message), as if a CRLF followed it; nil when nothing is left.
+    public mutating func flush(_ buffer: inout ByteBuffer) -> SMTPLine? {
+        defer {
+            buffer.clear()
+            discarding = false
+            discardedHead = nil
+            searchedUpTo = 0
+        }
+        if discarding {
+            return SMTPLine(bytes: discardedHead ?? ByteBuffer(), ending: .crlf, wireLength: maxLineLength + 1, overflow: true)
+        }
+        let view = buffer.readableBytesView
+        guard !view.isEmpty else { return nil }
+        let overflow = view.count + 2 > maxLineLength
+        let line = Self.copy(view.prefix(overflow ? headLength : view.count))
+        return SMTPLine(bytes: line, ending: .crlf, wireLength: view.count + 2, overflow: overflow)
     }
 
     /// What is kept of an overlong line: its first octets, never more than the limit.

@@ -39,24 +39,30 @@ public struct DataReader: Sendable {
         case end
     }
 
+    /// How the message arrives.
+    public enum Framing: Sendable, Equatable {
+        /// After DATA: dot-stuffed, ended by `<CRLF>.<CRLF>`.
+        case dotStuffed
+        /// In BDAT chunks (RFC 3030): taken as it is; the chunk sizes end it, never a dot.
+        case chunked
+    }
+
     public let maxLineLength: Int
+    public let framing: Framing
     public private(set) var problem: Problem?
     public private(set) var inHeader = true
     /// Octets of unstuffed content so far (CRLF counted as two).
     public private(set) var size = 0
-    private var previousEndedWithCRLF = true
+    private var terminator = DataTerminator()
 
-    public init(maxLineLength: Int = 1000) {
+    public init(maxLineLength: Int = 1000, framing: Framing = .dotStuffed) {
         self.maxLineLength = maxLineLength
+        self.framing = framing
     }
 
     /// Feeds one line; returns up to two events in order.
     public mutating func feed(_ line: SMTPLine) -> [Event] {
-        let view = line.bytes.readableBytesView
-        if line.ending == .crlf, previousEndedWithCRLF, !line.overflow, view.count == 1, view.first == UInt8(ascii: ".") {
-            return [.end]
-        }
-        previousEndedWithCRLF = line.ending == .crlf
+        if framing == .dotStuffed && terminator.ends(line) { return [.end] }
         if problem == nil {
             if line.ending == .bareLF { problem = .bareLF }
             else if line.overflow || line.wireLength > maxLineLength { problem = .lineTooLong }
@@ -64,7 +70,7 @@ public struct DataReader: Sendable {
             else if line.containsNUL { problem = .nul }
         }
         var content = line.bytes
-        if content.readableBytesView.first == UInt8(ascii: ".") { content.moveReaderIndex(forwardBy: 1) }
+        if framing == .dotStuffed && content.readableBytesView.first == UInt8(ascii: ".") { content.moveReaderIndex(forwardBy: 1) }
         size += content.readableBytes + 2
         if problem != nil { return [] }
         var events: [Event] = []
@@ -74,6 +80,24 @@ public struct DataReader: Sendable {
         }
         events.append(.content(content))
         return events
+    }
+}
+
+/// Where DATA's message ends: a `.` line with CRLF after a line that also ended with CRLF.
+/// The DATA reader and the inbound framer use this one test, so they always agree on
+/// which line ends the message.
+public struct DataTerminator: Sendable, Equatable {
+    private var previousEndedWithCRLF = true
+    public init() {}
+
+    /// Takes the next line of the message; true when it is the end-of-data line.
+    public mutating func ends(_ line: SMTPLine) -> Bool {
+        let view = line.bytes.readableBytesView
+        if line.ending == .crlf, previousEndedWithCRLF, !line.overflow, view.count == 1, view.first == UInt8(ascii: ".") {
+            return true
+        }
+        previousEndedWithCRLF = line.ending == .crlf
+        return false
     }
 }
 

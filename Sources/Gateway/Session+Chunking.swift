@@ -1,0 +1,77 @@
+import Foundation
+import NIOCore
+import SMTPProtocol
+import PolicyEngine
+
+/// A message arriving in BDAT chunks (RFC 3030): one intake and spool from the first chunk
+/// to the last, the chunks' octets re-split into lines by a `ChunkReader`.
+final class ChunkedMessage {
+    var reader = ChunkReader(maxLineLength: 1000)
+    let intake: MessageIntake
+    let spool: MessageSpool
+    /// dataDeadline counts from the first chunk, across all of them.
+    let started = ContinuousClock.now
+
+    init(intake: MessageIntake, spool: MessageSpool) {
+        self.intake = intake
+        self.spool = spool
+    }
+}
+
+extension Session {
+    /// Reads the chunk the machine asked for: into the message, or thrown away; then
+    /// tells the machine the chunk has ended.
+    func receiveChunk(_ inbound: inout Inbound) async {
+        guard let c = machine.chunk else { return }
+        let kept: ChunkedMessage? = machine.chunkKept ? (chunks ?? startChunks()) : nil
+        let started = kept?.started ?? ContinuousClock.now
+        var remaining = c.size
+        while remaining > 0 {
+            if ContinuousClock.now - started > .seconds(listener.dataDeadline) { await feed(.dataDeadlinePassed); return }
+            idle.setBusy(false)
+            let item = await next(&inbound)
+            idle.setBusy(true)
+            switch item {
+            case .success(.chunk(let piece)):
+                remaining -= piece.readableBytes
+                if let kept { await take(piece, into: kept) }
+            case .success(.line):
+                // The framer hands on exactly the chunk's octets: a line here is a bug.
+                await feed(.closed(byServer: false, detail: "internal error: BDAT chunk cut short"))
+                return
+            case .failure(let ended):
+                await feed(ended.event)
+                return
+            }
+        }
+        guard let kept else { await feed(.chunkEnded(SMTPDataSummary())); return }
+        if c.last {
+            for e in kept.reader.finish() { await take(e, reader: kept.reader.reader, intake: kept.intake) }
+            await feed(.chunkEnded(await endOfMessage(reader: kept.reader.reader, intake: kept.intake, spool: kept.spool)))
+        } else {
+            await feed(.chunkEnded(progress(of: kept)))
+        }
+    }
+
+    func startChunks() -> ChunkedMessage {
+        let (intake, spool) = startMessage()
+        let m = ChunkedMessage(intake: intake, spool: spool)
+        chunks = m
+        return m
+    }
+
+    func take(_ piece: ByteBuffer, into m: ChunkedMessage) async {
+        for e in m.reader.feed(piece) { await take(e, reader: m.reader.reader, intake: m.intake) }
+    }
+
+    /// What the machine needs to know after a chunk that is not the last: a message already
+    /// refused for its text is refused at once, not after the client has sent the rest.
+    func progress(of m: ChunkedMessage) -> SMTPDataSummary {
+        var s = SMTPDataSummary()
+        s.size = m.reader.reader.size
+        s.problem = m.reader.reader.problem.map { ($0.name, $0.reply) }
+        s.headerTooLarge = m.intake.headerTooLarge
+        if m.spool.failed != 0 { s.spoolError = String(cString: strerror(m.spool.failed)) }
+        return s
+    }
+}

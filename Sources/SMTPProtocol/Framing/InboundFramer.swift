@@ -1,0 +1,96 @@
+import NIOCore
+
+/// What the inbound framer hands the session, in stream order.
+public enum SMTPInbound: Sendable, Equatable {
+    /// A command line, or a line of DATA's message text.
+    case line(SMTPLine)
+    /// Octets of the BDAT chunk announced by the last line (`SMTPLine.chunk`), in order,
+    /// at most `SMTPInboundFramer.maxPiece` at a time; together exactly the chunk's size.
+    case chunk(ByteBuffer)
+}
+
+/// Splits the inbound stream into command lines, DATA's lines and BDAT chunks
+/// (RFC 3030). Chunk data cannot be told from lines by looking at it, so the framer
+/// decides at once, as each line arrives, whether raw octets follow: a well-formed BDAT
+/// command line read as a command (`BDATCommand`) switches it to chunk mode for exactly
+/// the announced size, and the line carries that reading to the state machine. A BDAT
+/// line inside DATA's message is text: the framer learns that DATA's message is coming
+/// from the server's own 354 (`dataReplySent`) and leaves it at the same end-of-data line
+/// the DATA reader stops at (`DataTerminator`).
+///
+/// Lines that arrive after a DATA command line and before the server has answered it are
+/// marked `pipelinedAfterData`: RFC 2920 makes DATA the last command of a group, so such a
+/// line read as message text means the client did not wait for the 354; the session
+/// refuses it rather than guess how it was framed.
+///
+/// Memory: a line is bounded as in `SMTPLineFramer`; chunk data is copied out in pieces of
+/// at most `maxPiece` octets, so each item handed on holds at most about 1000 octets.
+public struct SMTPInboundFramer: Sendable {
+    public static let maxPiece = 1000
+    /// The longest command line (RFC 5321 §4.5.3.1.4), CRLF included.
+    public static let maxCommandLength = 512
+
+    enum Mode: Sendable, Equatable {
+        case commands
+        case data(DataTerminator)
+        case chunk(remaining: Int)
+    }
+
+    private var lines: SMTPLineFramer
+    private(set) var mode = Mode.commands
+    private var dataUnanswered = false
+
+    public init(maxLineLength: Int = 1000) {
+        lines = SMTPLineFramer(maxLineLength: maxLineLength)
+    }
+
+    /// True while chunk data is being handed on.
+    public var inChunk: Bool { if case .chunk = mode { return true } else { return false } }
+
+    /// The next item from `buffer`, or nil when more input is needed.
+    public mutating func next(_ buffer: inout ByteBuffer) -> SMTPInbound? {
+        switch mode {
+        case .chunk(let remaining):
+            let n = min(remaining, buffer.readableBytes, Self.maxPiece)
+            guard n > 0, let piece = buffer.readSlice(length: n) else { return nil }
+            mode = remaining == n ? .commands : .chunk(remaining: remaining - n)
+            var copy = ByteBufferAllocator().buffer(capacity: n)
+            copy.writeImmutableBuffer(piece)
+            return .chunk(copy)
+        case .data(var terminator):
+            guard let line = lines.nextLine(&buffer) else { return nil }
+            mode = terminator.ends(line) ? .commands : .data(terminator)
+            return .line(line)
+        case .commands:
+            guard var line = lines.nextLine(&buffer) else { return nil }
+            line.pipelinedAfterData = dataUnanswered
+            if Self.isDataCommand(line) { dataUnanswered = true }
+            if !line.overflow, line.wireLength <= Self.maxCommandLength, let c = BDATCommand(line: line.bytes.readableBytesView) {
+                line.chunk = c
+                if c.size > 0 { mode = .chunk(remaining: c.size) }
+            }
+            return .line(line)
+        }
+    }
+
+    /// The server sent 354: DATA's message text follows.
+    public mutating func dataReplySent() {
+        dataUnanswered = false
+        mode = .data(DataTerminator())
+    }
+
+    /// Forgets everything framed so far and starts over in command mode (for STARTTLS:
+    /// nothing sent before the handshake may be read after it).
+    public mutating func reset() {
+        self = SMTPInboundFramer(maxLineLength: lines.maxLineLength)
+    }
+
+    /// `DATA` alone or with anything after a space: wider than what the parser accepts,
+    /// so that no DATA the server could answer with 354 goes unnoticed.
+    static func isDataCommand(_ line: SMTPLine) -> Bool {
+        let v = line.bytes.readableBytesView
+        guard v.count >= 4 else { return false }
+        let verb = v.prefix(4).map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }
+        return verb == Array("DATA".utf8) && (v.count == 4 || v.dropFirst(4).first == 32)
+    }
+}

@@ -1,0 +1,99 @@
+import Testing
+import NIOCore
+import SMTPProtocol
+
+/// The inbound framer: where BDAT chunks begin and end, that DATA's text is never taken
+/// for a chunk, and what arrives before the 354 is marked.
+@Suite struct InboundFramerTests {
+    /// Frames `input` fed `step` octets at a time; `after354` says after which item the
+    /// server wrote 354.
+    static func frame(_ input: String, step: Int = 1 << 20, after354: Int? = nil) -> [SMTPInbound] {
+        var f = SMTPInboundFramer()
+        var out: [SMTPInbound] = []
+        var buffer = ByteBuffer()
+        let bytes = Array(input.utf8)
+        var i = 0
+        while i < bytes.count {
+            buffer.writeBytes(bytes[i..<min(bytes.count, i + step)])
+            i += step
+            while let item = f.next(&buffer) {
+                out.append(item)
+                if out.count == after354 { f.dataReplySent() }
+            }
+        }
+        return out
+    }
+
+    static func text(_ items: [SMTPInbound]) -> [String] {
+        items.map {
+            switch $0 {
+            case .line(let l): return (l.chunk.map { "[\($0.size)\($0.last ? "L" : "")]" } ?? "") + (l.pipelinedAfterData ? "!" : "")
+                + String(buffer: l.bytes)
+            case .chunk(let b): return "<" + String(buffer: b) + ">"
+            }
+        }
+    }
+
+    @Test(arguments: [1, 3, 7, 1000])
+    func aChunkIsHandedOnExactlyAndCommandsResumeAfterIt(step: Int) {
+        let items = Self.frame("BDAT 12\r\nQUIT\r\nRSET\r\nNOOP\r\nBDAT 0 LAST\r\nQUIT\r\n", step: step)
+        let t = Self.text(items)
+        #expect(t.first == "[12]BDAT 12")
+        #expect(t.dropFirst().prefix { $0.hasPrefix("<") }.map { $0.dropFirst().dropLast() }.joined() == "QUIT\r\nRSET\r\n")
+        #expect(Array(t.suffix(3)) == ["NOOP", "[0L]BDAT 0 LAST", "QUIT"])
+    }
+
+    @Test func chunkPiecesAreBounded() {
+        let body = String(repeating: "x", count: 2500)
+        let items = Self.frame("BDAT 2500 LAST\r\n" + body)
+        let sizes = items.dropFirst().map { if case .chunk(let b) = $0 { return b.readableBytes } else { return -1 } }
+        #expect(sizes == [1000, 1000, 500])
+    }
+
+    @Test func onlyAWellFormedBDATCommandLineStartsAChunk() {
+        #expect(BDATCommand(line: Array("BDAT 10".utf8)) == BDATCommand(size: 10, last: false))
+        #expect(BDATCommand(line: Array("bdat 0 last".utf8)) == BDATCommand(size: 0, last: true))
+        #expect(BDATCommand(line: Array("BDAT 7 LAST  ".utf8)) == BDATCommand(size: 7, last: true))
+        for bad in ["BDAT", "BDAT ", "BDAT x", "BDAT -1", "BDAT 1x", "BDAT 10 LASTX", "BDAT 10 FIRST", "BDAT  10",
+                    "BDAT 1234567890123456789", "BDAT\t10", "XBDAT 10"] {
+            #expect(BDATCommand(line: Array(bad.utf8)) == nil, "\(bad)")
+        }
+        #expect(BDATCommand(line: Array("BDAT 999999999999999999".utf8))?.size == 999_999_999_999_999_999)
+        // An overlong line is never a BDAT, whatever it starts with.
+        let long = "BDAT 5" + String(repeating: " ", count: 600) + "\r\nabcde"
+        #expect(Self.text(Self.frame(long)).allSatisfy { !$0.hasPrefix("[") && !$0.hasPrefix("<") })
+    }
+
+    @Test func aBDATLineInDATAsTextIsTextUntilTheDot() {
+        let input = "DATA\r\nBDAT 3\r\nabc\r\n.\r\nBDAT 3\r\nxyz"
+        let t = Self.text(Self.frame(input, step: 6, after354: 1))
+        #expect(t == ["DATA", "BDAT 3", "abc", ".", "[3]BDAT 3", "<xyz>"], "\(t)")
+    }
+
+    @Test func textBeforeThe354IsMarked() {
+        let t = Self.text(Self.frame("DATA\r\nSubject: x\r\n\r\n.\r\n", after354: 3))
+        #expect(t == ["DATA", "!Subject: x", "!", ".", ], "\(t)")
+        // A refused DATA followed by more commands: marked too, and harmless in command mode.
+        let u = Self.text(Self.frame("data\r\nRSET\r\nMAIL FROM:<a@b>\r\n"))
+        #expect(u == ["data", "!RSET", "!MAIL FROM:<a@b>"])
+    }
+
+    @Test func chunkedTextIsCheckedLikeDATAWithoutDotsOrEnd() {
+        var r = ChunkReader()
+        var events: [DataReader.Event] = []
+        for piece in ["Subject: a\r", "\n\r\n.line\r\n", ".\r\nlast"] { events += r.feed(ByteBuffer(string: piece)) }
+        events += r.finish()
+        let content = events.compactMap { if case .content(let b) = $0 { return String(buffer: b) } else { return nil } }
+        #expect(content == ["Subject: a", "", ".line", ".", "last"])
+        #expect(events.contains(.headersComplete))
+        #expect(!events.contains(.end))
+        #expect(r.reader.size == 12 + 2 + 7 + 3 + 6)
+        var bad = ChunkReader()
+        _ = bad.feed(ByteBuffer(string: "Subject: a\r\n\r\nx\ny\r\n"))
+        #expect(bad.reader.problem == .bareLF)
+        var long = ChunkReader()
+        _ = long.feed(ByteBuffer(string: String(repeating: "y", count: 999)))
+        _ = long.finish()
+        #expect(long.reader.problem == .lineTooLong)
+    }
+}
