@@ -366,6 +366,11 @@ public final class Forwarder: @unchecked Sendable {
     /// The downstream's reply for the client, with an enhanced code added where the
     /// downstream sent none.
     func passThrough(_ r: SMTPReply) -> SMTPReply {
+        // Only a final answer is passed on: a 1xx or 3xx here (a 354 above all, which the
+        // client's framer would take for the start of message text) becomes a tempfail.
+        guard (200..<600).contains(r.code), r.code / 100 != 3 else {
+            return SMTPReply(451, "4.4.0", "Downstream answered \(r.code) out of sequence, try again later")
+        }
         let e = r.enhanced ?? "\(r.code / 100).0.0"
         return SMTPReply(code: r.code, enhanced: e, lines: r.lines)
     }

@@ -70,6 +70,13 @@ import SMTPProtocol
         #expect(t == ["DATA", "BDAT 3", "abc", ".", "[3]BDAT 3", "<xyz>"], "\(t)")
     }
 
+    /// Only the answer to a DATA line starts message text: a 354 passed on from elsewhere
+    /// does not, so a BDAT after it still has its chunk.
+    @Test func a354WithoutADATALineIsIgnored() {
+        let t = Self.text(Self.frame("NOOP\r\nBDAT 3\r\nxyz", after354: 1))
+        #expect(t == ["NOOP", "[3]BDAT 3", "<xyz>"], "\(t)")
+    }
+
     @Test func textBeforeThe354IsMarked() {
         let t = Self.text(Self.frame("DATA\r\nSubject: x\r\n\r\n.\r\n", after354: 3))
         #expect(t == ["DATA", "!Subject: x", "!", ".", ], "\(t)")

@@ -73,8 +73,10 @@ public struct SMTPInboundFramer: Sendable {
         }
     }
 
-    /// The server sent 354: DATA's message text follows.
+    /// The server sent 354: DATA's message text follows. Only the answer to a DATA line
+    /// counts: a 354 with no DATA waiting for its answer is ignored.
     public mutating func dataReplySent() {
+        guard dataUnanswered else { return }
         dataUnanswered = false
         mode = .data(DataTerminator())
     }
@@ -85,12 +87,18 @@ public struct SMTPInboundFramer: Sendable {
         self = SMTPInboundFramer(maxLineLength: lines.maxLineLength)
     }
 
+    /// `BDAT` alone or with anything after a space: a line the machine must not answer as
+    /// a command unless the framer read it as one with its chunk.
+    public static func isBDATCommand(_ line: SMTPLine) -> Bool { hasVerb(line, "BDAT") }
+
     /// `DATA` alone or with anything after a space: wider than what the parser accepts,
     /// so that no DATA the server could answer with 354 goes unnoticed.
-    static func isDataCommand(_ line: SMTPLine) -> Bool {
+    static func isDataCommand(_ line: SMTPLine) -> Bool { hasVerb(line, "DATA") }
+
+    static func hasVerb(_ line: SMTPLine, _ verb: String) -> Bool {
         let v = line.bytes.readableBytesView
         guard v.count >= 4 else { return false }
-        let verb = v.prefix(4).map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }
-        return verb == Array("DATA".utf8) && (v.count == 4 || v.dropFirst(4).first == 32)
+        let head = v.prefix(4).map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }
+        return head == Array(verb.utf8) && (v.count == 4 || v.dropFirst(4).first == 32)
     }
 }

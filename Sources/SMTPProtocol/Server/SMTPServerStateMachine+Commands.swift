@@ -5,6 +5,13 @@ extension SMTPServerStateMachine {
     mutating func command(_ line: SMTPLine) -> [SMTPServerAction] {
         // The framer read this line as BDAT and its chunk follows: it must be answered here.
         if let c = line.chunk { return bdat(c) }
+        if SMTPInboundFramer.isBDATCommand(line) {
+            // A BDAT the framer could not read (bad size, too long): how many octets follow
+            // is unknown, so nothing after it can be read as commands safely.
+            let r = SMTPReply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]; closing")
+            return [.log(decision(currentStage, "protocol", "syntax", "reject", r, "BDAT without a valid chunk-size; stream out of step")),
+                    .send(r), close(.protocolViolation)]
+        }
         if line.overflow || line.wireLength > 512 {
             return refuse(currentStage, "protocol", "line-too-long", .lineTooLong,
                           "command line of \(line.wireLength)\(line.overflow ? "+" : "") octets exceeds 512")
@@ -64,9 +71,8 @@ extension SMTPServerStateMachine {
             let greet = configuration.dialect == .lmtp ? "LHLO" : "HELO EHLO"
             return reply(SMTPReply(214, "2.0.0", "Commands: \(greet) MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"))
         case .bdat:
-            // A BDAT the framer did not take as one: no chunk follows it.
-            return refuse(currentStage, "protocol", "syntax", SMTPReply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]"),
-                          "BDAT without a valid chunk-size")
+            // Answered in `command` before parsing.
+            return [.send(SMTPReply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]; closing")), close(.protocolViolation)]
         case .starttls, .auth:
             // Their states come with TLS and AUTH; until then they are not offered.
             return refuse(currentStage, "protocol", "not-implemented", SMTPReply(502, "5.5.1", "\(c.verb) not available"),
