@@ -22,7 +22,11 @@ extension Session {
     /// Reads the chunk the machine asked for: into the message, or thrown away; then
     /// tells the machine the chunk has ended.
     func receiveChunk(_ inbound: inout Inbound) async {
-        guard let c = machine.chunk else { return }
+        guard let c = machine.chunk else {
+            // Phase chunk with no chunk to read: a bug; never spin on it.
+            await feed(.closed(byServer: false, detail: "internal error: no BDAT chunk to read"))
+            return
+        }
         let kept: ChunkedMessage? = machine.chunkKept ? (chunks ?? startChunks()) : nil
         let started = kept?.started ?? ContinuousClock.now
         var remaining = c.size

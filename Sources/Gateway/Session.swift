@@ -10,7 +10,7 @@ import DecisionLog
 /// the channel (command lines, the message, timeouts), feeds them to the machine and
 /// performs its actions: policy stages, the forwarder, the decision log, replies.
 /// Commands are read one line at a time (pipelined commands queue in the inbound stream)
-/// and answered in order.
+/// and answered in order; a BDAT chunk is read in pieces right after its command line.
 final class Session {
     typealias Inbound = NIOAsyncChannelInboundStream<SMTPInbound>.AsyncIterator
     typealias Outbound = NIOAsyncChannelOutboundWriter<ByteBuffer>
