@@ -53,7 +53,8 @@ extension Session {
             for e in kept.reader.finish() { await take(e, reader: kept.reader.reader, intake: kept.intake) }
             await feed(.chunkEnded(await endOfMessage(reader: kept.reader.reader, intake: kept.intake, spool: kept.spool)))
         } else {
-            await feed(.chunkEnded(progress(of: kept)))
+            // A message already refused for its text is refused now, not after the rest.
+            await feed(.chunkEnded(summary(reader: kept.reader.reader, intake: kept.intake, spool: kept.spool)))
         }
     }
 
@@ -66,16 +67,5 @@ extension Session {
 
     func take(_ piece: ByteBuffer, into m: ChunkedMessage) async {
         for e in m.reader.feed(piece) { await take(e, reader: m.reader.reader, intake: m.intake) }
-    }
-
-    /// What the machine needs to know after a chunk that is not the last: a message already
-    /// refused for its text is refused at once, not after the client has sent the rest.
-    func progress(of m: ChunkedMessage) -> SMTPDataSummary {
-        var s = SMTPDataSummary()
-        s.size = m.reader.reader.size
-        s.problem = m.reader.reader.problem.map { ($0.name, $0.reply) }
-        s.headerTooLarge = m.intake.headerTooLarge
-        if m.spool.failed != 0 { s.spoolError = String(cString: strerror(m.spool.failed)) }
-        return s
     }
 }

@@ -69,6 +69,11 @@ extension Session {
                                      reason: "removed \(n) Authentication-Results field\(n == 1 ? "" : "s") claiming to be from \(helloName)",
                                      sender: machine.transaction?.sender))
         }
+        return summary(reader: reader, intake: intake, spool: spool)
+    }
+
+    /// What the machine needs to know of the message so far (all of it, at its end).
+    func summary(reader: DataReader, intake: MessageIntake, spool: MessageSpool) -> SMTPDataSummary {
         var s = SMTPDataSummary()
         s.size = reader.size
         s.problem = reader.problem.map { ($0.name, $0.reply) }
