@@ -31,11 +31,7 @@ extension Session {
         let started = kept?.started ?? ContinuousClock.now
         var remaining = c.size
         while remaining > 0 {
-            if ContinuousClock.now - started > .seconds(listener.dataDeadline) { await feed(.dataDeadlinePassed); return }
-            idle.setBusy(false)
-            let item = await next(&inbound)
-            idle.setBusy(true)
-            switch item {
+            switch await nextOfMessage(&inbound, since: started) {
             case .success(.chunk(let piece)):
                 remaining -= piece.readableBytes
                 if let kept { await take(piece, into: kept) }
@@ -66,6 +62,10 @@ extension Session {
     }
 
     func take(_ piece: ByteBuffer, into m: ChunkedMessage) async {
-        for e in m.reader.feed(piece) { await take(e, reader: m.reader.reader, intake: m.intake) }
+        m.reader.append(piece)
+        // Line by line, so the intake sees each line's own running size.
+        while let events = m.reader.nextLine() {
+            for e in events { await take(e, reader: m.reader.reader, intake: m.intake) }
+        }
     }
 }

@@ -23,10 +23,7 @@ extension Session {
         var reader = DataReader(maxLineLength: 1000)
         let started = ContinuousClock.now
         while machine.phase == .data {
-            if ContinuousClock.now - started > .seconds(listener.dataDeadline) { await feed(.dataDeadlinePassed); return }
-            idle.setBusy(false)
-            let event = await nextCommand(&inbound)
-            idle.setBusy(true)
+            let event = Self.event(await nextOfMessage(&inbound, since: started))
             guard case .command(let line) = event else { await feed(event); return }
             if line.pipelinedAfterData || line.chunk != nil { await feed(.improperPipelining); return }
             for e in reader.feed(line) {

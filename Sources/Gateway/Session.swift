@@ -135,7 +135,12 @@ final class Session {
     /// The next line, as a command event (or a line of DATA's text), or the event that
     /// ends reading.
     func nextCommand(_ inbound: inout Inbound) async -> SMTPServerEvent {
-        switch await next(&inbound) {
+        Self.event(await next(&inbound))
+    }
+
+    /// A command line from the framer as the machine's event; an end as its event.
+    static func event(_ item: Result<SMTPInbound, Ended>) -> SMTPServerEvent {
+        switch item {
         case .success(.line(let line)): return .command(line)
         case .success(.chunk):
             // The framer hands on chunk data only right after a BDAT line, which the
@@ -157,6 +162,15 @@ final class Session {
         } catch {
             return .failure(Ended(event: .closed(byServer: handle.closedByServer, detail: "\(error)")))
         }
+    }
+
+    /// The next item of a message (DATA's lines, BDAT's octets), bounded by the per-read
+    /// timeout and by dataDeadline from `started`; the idle timer runs while it waits.
+    func nextOfMessage(_ inbound: inout Inbound, since started: ContinuousClock.Instant) async -> Result<SMTPInbound, Ended> {
+        if ContinuousClock.now - started > .seconds(listener.dataDeadline) { return .failure(Ended(event: .dataDeadlinePassed)) }
+        idle.setBusy(false)
+        defer { idle.setBusy(true) }
+        return await next(&inbound)
     }
 
     /// Feeds an event and performs the actions, and those of the answers, in order.

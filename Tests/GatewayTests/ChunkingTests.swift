@@ -83,12 +83,13 @@ import Testing
     @Test func chunksFollowTheSameTextRulesAsDATA() async throws {
         let down = try await RecordingDownstream.start()
         let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
-        // A bare LF in the first chunk refuses the message at once; the next chunk belongs
-        // to no transaction (503), and is read, not run.
+        // A bare LF in the first chunk refuses the message at once; the next chunk is read,
+        // not run, and gets the same refusal (RFC 3030 4.2); after it DATA has no transaction.
         let r = try await Client.raw(port: gw.port, Self.envelope + [(Self.bdat("Subject: x\r\n\r\nhi\n.\n"), 1),
                                                                     (Self.bdat("RSET\r\n", last: true), 1), ("DATA\r\n", 1)])
-        #expect(r.replies[3] == ["550 5.6.0 Message refused: bare LF in message text (RFC 5321 2.3.8)"], "\(r.replies)")
-        #expect(r.replies[4] == ["503 5.5.1 Need MAIL command"])
+        let bareLF = "550 5.6.0 Message refused: bare LF in message text (RFC 5321 2.3.8)"
+        #expect(r.replies[3] == [bareLF], "\(r.replies)")
+        #expect(r.replies[4] == [bareLF])
         #expect(r.replies[5] == ["503 5.5.1 Need MAIL command"])
         #expect(down.messages.isEmpty)
         await gw.stop()
@@ -109,6 +110,39 @@ import Testing
         let records = try await gw.records(waitingFor: "session.close")
         let refusal = try #require(records.first { $0["check"] as? String == "size" && $0["action"] as? String == "reject" })
         #expect((refusal["reason"] as? String)?.contains("BDAT chunks of 14 + 1100 octets exceed maxmessagesize 1024") == true, "\(refusal)")
+        await gw.stop()
+        down.stop()
+    }
+
+    /// RFC 3030 §4.2: the client may have pipelined more BDATs behind the refused one; they
+    /// are read, thrown away and get the same reply, and the session goes on.
+    @Test func bdatsPipelinedBehindARefusedChunkGetItsReply() async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { $0.listeners[0].maxmessagesize = 1 }
+        let big = String(repeating: "x", count: 1098) + "\r\n"
+        let pipelined = Self.bdat(big) + Self.bdat("RSET\r\nQUIT\r\n") + Self.bdat("end\r\n", last: true)
+        let r = try await Client.raw(port: gw.port, Self.envelope + [(pipelined, 3), ("NOOP\r\n", 1)])
+        let tooBig = "552 5.3.4 Message size exceeds fixed maximum message size"
+        #expect(r.replies[3] == [tooBig, tooBig, tooBig], "\(r.replies)")
+        #expect(r.replies[4] == ["250 2.0.0 OK"])
+        #expect(down.messages.isEmpty)
+        let records = try await gw.records(waitingFor: "session.close")
+        let discarded = records.filter { $0["result"] as? String == "failed-transaction" }
+        #expect(discarded.compactMap { $0["reason"] as? String } == ["BDAT 12 after a refused chunk; octets discarded (RFC 3030 4.2)",
+                                                                      "BDAT 5 LAST after a refused chunk; octets discarded (RFC 3030 4.2)"])
+        await gw.stop()
+        down.stop()
+    }
+
+    /// The size limit counts what the client sent: a last line without CRLF adds none.
+    @Test func aMessageOfExactlyMaxMessageSizeWithoutAFinalCRLFIsAccepted() async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { $0.listeners[0].maxmessagesize = 1 }
+        let head = "Subject: exact\r\n\r\n"
+        let body = String(repeating: String(repeating: "y", count: 98) + "\r\n", count: 9) + String(repeating: "z", count: 1024 - 900 - head.utf8.count)
+        let r = try await Client.raw(port: gw.port, Self.envelope + [(Self.bdat(head), 1), (Self.bdat(body, last: true), 1)])
+        #expect(r.replies[4].first?.hasPrefix("250 2.0.0 Ok: queued as TEST") == true, "\(r.replies)")
+        #expect(Self.deliveredText(down).hasSuffix(head + body + "\r\n"))
         await gw.stop()
         down.stop()
     }

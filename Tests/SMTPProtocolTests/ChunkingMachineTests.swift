@@ -86,7 +86,73 @@ import SMTPProtocol
         #expect(h.bdat(20, s).map(\.code) == [550])
         #expect(h.machine.transaction == nil)
         #expect(h.actions.contains { if case .logTransaction(_, "reject", _) = $0 { return true } else { return false } })
-        #expect(h.bdat(5, last: true).map(\.code) == [503])
+        #expect(h.bdat(5, last: true).map(\.code) == [550], "a pipelined chunk after the refused one gets the same reply")
+        #expect(h.bdat(5, last: true).map(\.code) == [503], "BDAT LAST ended the failed transaction")
+    }
+
+    /// RFC 3030 §4.2: after a refused BDAT the client's pipelined BDATs are read, thrown away
+    /// and answered with the refusal, none counted as an error; BDAT LAST ends that.
+    @Test func bdatsPipelinedAfterARefusedChunkAreDiscardedWithTheSameReply() {
+        var h = Self.ready { $0.maxMessageSize = 100; $0.maxErrors = 2 }
+        #expect(h.bdat(101).map(\.code) == [552])
+        for _ in 0..<4 {
+            #expect(h.bdat(50).map(\.summary) == ["552 5.3.4 Message size exceeds fixed maximum message size"])
+            #expect(h.actions.contains(.discardChunk(BDATCommand(size: 50, last: false))))
+        }
+        #expect(h.bdat(0).map(\.code) == [552], "a BDAT 0 is answered at once")
+        #expect(h.bdat(50, last: true).map(\.code) == [552])
+        #expect(h.closed == nil, "six refusals, one error")
+        #expect(h.machine.errors == 1)
+        #expect(h.decisions.last?.result == "failed-transaction")
+        #expect(h.decisions.last?.reason == "BDAT 50 LAST after a refused chunk; octets discarded (RFC 3030 4.2)")
+        #expect(h.send("MAIL FROM:<a@example.net>").map(\.code) == [250])
+        #expect(h.send("RCPT TO:<b@example.org>").map(\.code) == [250])
+        #expect(h.bdat(10, last: true).map(\.code) == [250], "the next transaction is whole")
+    }
+
+    @Test func anyOtherCommandEndsTheFailedTransaction() {
+        var h = MachineHarness()
+        h.connect()
+        h.send("EHLO client.example.net")
+        #expect(h.bdat(10).map(\.code) == [503], "no MAIL")
+        #expect(h.bdat(10).map(\.code) == [503])
+        #expect(h.machine.errors == 1)
+        #expect(h.send("NOOP").map(\.code) == [250])
+        #expect(h.bdat(10).map(\.code) == [503])
+        #expect(h.machine.errors == 2, "a BDAT after another command is a new error")
+    }
+
+    /// The discarded BDATs are bounded: past maxJunkCommands each counts, past maxErrors 421.
+    @Test func endlessBDATsAfterARefusalEndTheSession() {
+        var h = Self.ready { $0.maxMessageSize = 100; $0.maxErrors = 3; $0.maxJunkCommands = 5 }
+        h.bdat(101)
+        var sent = 0
+        while h.closed == nil && sent < 100 {
+            h.bdat(0)
+            sent += 1
+        }
+        #expect(h.closed == .tooManyErrors)
+        #expect(sent == 7, "EHLO and four BDATs are junk, the next two errors 2 and 3, the fourth error closes")
+        #expect(h.sent.last?.code == 421)
+    }
+
+    @Test func lmtpAnswersAFailedTransactionsLASTOncePerRecipient() {
+        var h = MachineHarness { $0.dialect = .lmtp; $0.maxMessageSize = 15 }
+        h.connect()
+        h.send("LHLO client.example.net", "MAIL FROM:<a@example.net>", "RCPT TO:<b@example.org>", "RCPT TO:<c@example.org>")
+        #expect(h.bdat(20).map(\.code) == [552])
+        #expect(h.bdat(5).map(\.code) == [552], "not the last: one reply")
+        #expect(h.bdat(5, last: true).map(\.code) == [552, 552], "the last: one per recipient")
+        #expect(h.send("NOOP").map(\.code) == [250])
+    }
+
+    @Test func lmtpAnswersARefusedFirstChunkThatIsLASTPerRecipient() {
+        var h = MachineHarness { $0.dialect = .lmtp }
+        h.connect()
+        h.send("LHLO client.example.net", "MAIL FROM:<a@example.net>", "RCPT TO:<b@example.org>", "RCPT TO:<c@example.org>")
+        h.admitRefusal = SMTPReply(451, "4.3.2", "Not now")
+        #expect(h.bdat(10, last: true).map(\.summary) == ["451 4.3.2 Not now", "451 4.3.2 Not now"])
+        #expect(h.machine.phase == .command)
     }
 
     @Test func theDataStageRefusalAnswersTheChunkThatCarriedTheHeader() {

@@ -94,7 +94,15 @@ import SMTPProtocol
         #expect(content == ["Subject: a", "", ".line", ".", "last"])
         #expect(events.contains(.headersComplete))
         #expect(!events.contains(.end))
-        #expect(r.reader.size == 12 + 2 + 7 + 3 + 6)
+        #expect(r.reader.size == 12 + 2 + 7 + 3 + 4, "the last line without CRLF counts as sent")
+        // Line by line, the size after each line counts that line and those before it.
+        var each = ChunkReader()
+        each.append(ByteBuffer(string: "a: 1\r\n\r\nbody\r\nrest"))
+        var sizes: [Int] = []
+        while each.nextLine() != nil { sizes.append(each.reader.size) }
+        _ = each.finish()
+        #expect(sizes == [6, 8, 14])
+        #expect(each.reader.size == 18)
         var bad = ChunkReader()
         _ = bad.feed(ByteBuffer(string: "Subject: a\r\n\r\nx\ny\r\n"))
         #expect(bad.reader.problem == .bareLF)

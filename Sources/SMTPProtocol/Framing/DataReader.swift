@@ -60,8 +60,9 @@ public struct DataReader: Sendable {
         self.framing = framing
     }
 
-    /// Feeds one line; returns up to two events in order.
-    public mutating func feed(_ line: SMTPLine) -> [Event] {
+    /// Feeds one line; returns up to two events in order. `terminated` false for a last
+    /// chunked line the client sent without CRLF: its size has no CRLF counted.
+    public mutating func feed(_ line: SMTPLine, terminated: Bool = true) -> [Event] {
         if framing == .dotStuffed && terminator.ends(line) { return [.end] }
         if problem == nil {
             if line.ending == .bareLF { problem = .bareLF }
@@ -71,7 +72,7 @@ public struct DataReader: Sendable {
         }
         var content = line.bytes
         if framing == .dotStuffed && content.readableBytesView.first == UInt8(ascii: ".") { content.moveReaderIndex(forwardBy: 1) }
-        size += content.readableBytes + 2
+        size += content.readableBytes + (terminated ? 2 : 0)
         if problem != nil { return [] }
         var events: [Event] = []
         if inHeader && content.readableBytes == 0 {

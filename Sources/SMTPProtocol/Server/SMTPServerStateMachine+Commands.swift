@@ -5,6 +5,7 @@ extension SMTPServerStateMachine {
     mutating func command(_ line: SMTPLine) -> [SMTPServerAction] {
         // The framer read this line as BDAT and its chunk follows: it must be answered here.
         if let c = line.chunk { return bdat(c) }
+        failedChunks = nil
         if SMTPInboundFramer.isBDATCommand(line) {
             // A BDAT the framer could not read (bad size, too long): how many octets follow
             // is unknown, so nothing after it can be read as commands safely.

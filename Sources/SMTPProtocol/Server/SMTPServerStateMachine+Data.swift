@@ -34,8 +34,8 @@ extension SMTPServerStateMachine {
         defer { answering = false }
         if let r = refusal {
             let end: [SMTPServerAction] = ends ? [endTransaction()] : []
-            let out = ready(end + reply(r))
-            return chunkCommand.map { discarding($0, out) } ?? out
+            let out = ready(end + reply(r, times: chunkCommand?.last == true ? lastReplies : 1))
+            return chunkCommand.map { refused($0, out) } ?? out
         }
         if let c = chunkCommand {
             transaction?.chunked = true

@@ -59,6 +59,10 @@ public struct SMTPServerStateMachine: Sendable {
     public internal(set) var chunkKept = false
     /// The answer to a BDAT whose chunk is thrown away, sent once the chunk is read.
     var afterChunk: [SMTPServerAction] = []
+    /// Set after a refused BDAT that was not the last, until the BDAT LAST or another command.
+    var failedChunks: FailedChunks?
+    /// How many replies the BDAT being answered gets if it is the last (LMTP: one per recipient).
+    var lastReplies = 1
 
     public init(configuration: SMTPServerConfiguration, sessionID: String) {
         self.configuration = configuration
@@ -140,6 +144,13 @@ public struct SMTPServerStateMachine: Sendable {
             if errors > configuration.maxErrors { return closeForErrors() }
         }
         return [.send(r)]
+    }
+
+    /// The same reply `n` times (LMTP's BDAT LAST, one per recipient), counted once.
+    mutating func reply(_ r: SMTPReply, times n: Int) -> [SMTPServerAction] {
+        let first = reply(r)
+        guard n > 1, first == [.send(r)] else { return first }
+        return first + Array(repeating: .send(r), count: n - 1)
     }
 
     mutating func closeForErrors() -> [SMTPServerAction] {
