@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // Debian C libraries, through pkg-config (installed by bin/setup).
@@ -54,6 +55,8 @@ let package = Package(
                     .product(name: "NIOCore", package: "swift-nio"),
                     .product(name: "NIOPosix", package: "swift-nio"),
                     .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                    .product(name: "NIOTLS", package: "swift-nio"),
+                    .product(name: "NIOSSL", package: "swift-nio-ssl"),
                     .product(name: "Yams", package: "Yams"),
                 ]),
         .executableTarget(name: "mailgate",

@@ -39,8 +39,9 @@ public struct ListenerConfig: Sendable {
     public var heloEhloEnforcement = true
     public var addressBracketsEnforcement = true
     public var authorizedAddresses: [IPNetwork] = [IPNetwork("127.0.0.0/8")!, IPNetwork("::1/128")!]
-    /// Reserved for the TLS/AUTH/LMTP issue: accepted and validated, not yet acted on.
-    public var tls = false
+    /// `tls`, `tlsRequired`, `tlsCertificates`, `tlsMinVersion`, `tlsCiphers`.
+    public var tls = ListenerTLSConfig()
+    /// Reserved for SMTP AUTH: accepted and validated, not yet acted on.
     public var authRequired = "false"
     public var verifyIdentity = true
     /// smtp, or lmtp (RFC 2033: LHLO, a reply per recipient after the end of data).
@@ -369,7 +370,8 @@ public enum ConfigLoader {
             let keys: Set = ["name", "bind", "connectBacklog", "tls", "helloName", "smtpGreeting", "connectionTimeout",
                              "connectionLimit", "connectionLimitPerIP", "authRequired", "authorizedAddresses",
                              "verifyIdentity", "dataDeadline", "maxmessagesize", "heloEhloEnforcement", "addressBracketsEnforcement",
-                             "handlerchain", "maxRecipients", "maxUnrecognizedCommands", "protocol", "policy", "socketMode"]
+                             "handlerchain", "maxRecipients", "maxUnrecognizedCommands", "protocol", "policy", "socketMode",
+                             "tlsRequired", "tlsCertificates", "tlsMinVersion", "tlsCiphers"]
             for (key, _, v) in mapping(n, "listener", allowed: keys) {
                 switch key {
                 case "name": if let s = string(v, key) { l.name = s }
@@ -379,11 +381,8 @@ public enum ConfigLoader {
                         l.bind = b
                     }
                 case "connectBacklog": if let i = int(v, key, min: 1) { l.connectBacklog = i }
-                case "tls":
-                    if let b = bool(v, key) {
-                        if b { fail(v, "'tls: true' is not implemented yet (STARTTLS arrives with the TLS/AUTH issue)") }
-                        l.tls = b
-                    }
+                case "tls", "tlsRequired", "tlsCertificates", "tlsMinVersion", "tlsCiphers":
+                    readTLS(key, v, into: &l.tls)
                 case "helloName":
                     if let m = v.mapping {
                         var auto = false, name: String?
@@ -442,6 +441,8 @@ public enum ConfigLoader {
                 default: break
                 }
             }
+            if l.tls.mode != .off && l.tls.certificates.isEmpty { fail(n, "listener '\(l.name)': tls needs 'tlsCertificates'") }
+            if l.tls.required && l.tls.mode == .off { fail(n, "listener '\(l.name)': tlsRequired needs tls: true or implicit") }
             return l
         }
 

@@ -22,6 +22,8 @@ extension ListenerConfig {
         c.clientTrusted = !unix && isAuthorized(client)
         c.allowUntrustedRouting = gateway.allowUntrustedRouting
         c.verifyRecipients = gateway.downstream.verifyRecipients
+        c.offersSTARTTLS = tls.mode == .starttls
+        c.tlsRequired = tls.required
         c.connectionTimeout = connectionTimeout
         c.dataDeadline = dataDeadline
         c.clientAddress = client.description

@@ -4,8 +4,8 @@ import SMTPProtocol
 /// The RFC 5321 §4.4 trace field the gateway puts on top of every message it forwards.
 enum ReceivedField {
     static func text(transaction t: SMTPTransaction, dialect: SMTPDialect, extended: Bool, helo: String?,
-                     client: IPAddress, by: String) -> String {
-        let proto = dialect.receivedProtocol(extended: extended, utf8: t.parameters.smtpUTF8)
+                     client: IPAddress, by: String, tls: SMTPTLSInfo? = nil) -> String {
+        let proto = dialect.receivedProtocol(extended: extended, utf8: t.parameters.smtpUTF8, tls: tls != nil)
         let literal: String
         if case .v6 = client { literal = "IPv6:\(client)" } else { literal = client.description }
         // A HELO that is no domain or address literal is the client's text: it goes into the
@@ -17,8 +17,10 @@ enum ReceivedField {
             from = "unknown (\(helo.map { "helo=\(HeaderText.comment($0)) " } ?? "")[\(literal)])"
         }
         var h = "Received: from \(from)\r\n\tby \(by) (MailGate) with \(proto) id \(t.id)"
-        if t.recipients.count == 1 { h += "\r\n\tfor <\(t.recipients[0])>;" } else { h += ";" }
-        return h + " \(rfc5322Date())\r\n"
+        if t.recipients.count == 1 { h += "\r\n\tfor <\(t.recipients[0])>" }
+        // RFC 8314 §4.3's tls clause names the cipher suite; the version goes in a comment.
+        if let tls { h += "\r\n\ttls \(tls.cipher) (\(tls.version))" }
+        return h + "; \(rfc5322Date())\r\n"
     }
 
     static func rfc5322Date() -> String {

@@ -228,6 +228,8 @@ public final class GatewayServer: @unchecked Sendable {
     private var purger: Task<Void, Never>?
     /// The greylist store (opened at start when a policy greylists) and its clock.
     public let greylist: GreylistService
+    /// Each TLS listener's certificates, by listener name.
+    let tlsStores: [String: TLSContextStore]
 
     /// Compiles every listener's policy; throws `PolicyErrors` when one is invalid.
     public init(config: GatewayConfig, log: DecisionLog, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -243,6 +245,7 @@ public final class GatewayServer: @unchecked Sendable {
         self.greylist = GreylistService(config: config.greylist, clock: greylistClock)
         self.catalog = CheckCatalog(resolver: resolver, greylist: greylist)
         self.policies = PolicySet(try GatewayServer.compilePolicies(config, catalog: catalog, extra: self.extraChecks))
+        self.tlsStores = try GatewayServer.makeTLSStores(config)
     }
 
     static func makeResolver(_ d: DNSConfig, group: EventLoopGroup) -> DNSResolver {
@@ -368,6 +371,7 @@ public final class GatewayServer: @unchecked Sendable {
                     last = now
                     self.reloadPolicies(reason: "file-change")
                 }
+                self.reloadChangedCertificates()
             }
         }
     }
@@ -466,9 +470,10 @@ public final class GatewayServer: @unchecked Sendable {
     func listen(_ l: ListenerConfig, on addr: BindAddress) async throws {
         let unclaimed = self.unclaimed
         let timeout = TimeAmount.seconds(Int64(l.connectionTimeout))
+        let tls = tlsStores[l.name].map { (store: $0, implicit: l.tls.mode == .implicit) }
         let initializer: @Sendable (Channel) -> EventLoopFuture<Accepted> = { channel in
             channel.eventLoop.makeCompletedFuture {
-                let idle = try SessionPipeline.configure(channel, timeout: timeout)
+                let idle = try SessionPipeline.configure(channel, timeout: timeout, tls: tls)
                 // Up to 128 buffered items (lines or BDAT pieces, each ≤ 1000 octets, so
                 // ≤ 128 KB) per connection before reading pauses: enough that pipelined
                 // commands and DATA lines do not toggle the socket's read interest line by line.

@@ -58,6 +58,11 @@ extension Session {
             ("message_id", .string(message?.messageID ?? "")), ("action", .string(action)), ("reply", .string(reply.summary)),
         ] + policyFields
         if run.score != 0 { f.append(("score", .double(run.score))) }
+        if let tls = machine.tls {
+            var o: [(String, JSONValue)] = [("version", .string(tls.version)), ("cipher", .string(tls.cipher))]
+            if let n = tls.serverName { o.append(("sni", .string(n))) }
+            f.append(("tls", .object(o)))
+        }
         if t.chunked { f.append(("chunked", .bool(true))) }
         if let dsn = Self.dsnFields(t) { f.append(("dsn", dsn)) }
         if let d = delivery {

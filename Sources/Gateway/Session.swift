@@ -108,6 +108,11 @@ final class Session {
         log("session.open", [("port", .int(client.clientPort)), ("listener", .string(listener.name)),
                              ("protocol", .string(listener.dialect.rawValue)),
                              ("local", .string(local.map { $0.pathname.map { "unix:\($0)" } ?? "\($0.ipAddress ?? ""):\($0.port ?? 0)" } ?? ""))] + policyFields)
+        if listener.tls.mode == .implicit {
+            // TLS from the first byte: the greeting waits for the handshake.
+            await awaitHandshake(&inbound)
+            if machine.phase == .closed { return }
+        }
         // The connect checks' time is ours, not the client's.
         idle.setBusy(true)
         await feed(.connected)
@@ -122,6 +127,8 @@ final class Session {
                 await receiveMessage(&inbound)
             case .chunk:
                 await receiveChunk(&inbound)
+            case .handshake:
+                await awaitHandshake(&inbound)
             case .busy:
                 // A machine waiting on an answer nobody will give: a bug; never hang on it.
                 await feed(.closed(byServer: false, detail: "internal error: the session stalled"))
@@ -146,6 +153,10 @@ final class Session {
             // The framer hands on chunk data only right after a BDAT line, which the
             // machine always answers by reading it: this is a bug, never guess.
             return .closed(byServer: false, detail: "internal error: BDAT data out of step")
+        case .success(.tls):
+            // A handshake completes only after STARTTLS's 220 or for implicit TLS, both read
+            // by awaitHandshake.
+            return .closed(byServer: false, detail: "internal error: TLS handshake out of step")
         case .failure(let ended): return ended.event
         }
     }
@@ -287,7 +298,7 @@ final class Session {
     func deliver(_ t: SMTPTransaction) async -> SMTPServerEvent {
         guard let spool else { return .delivered(SMTPDeliveryReport(action: "tempfail", reply: .localError)) }
         let prefix = ReceivedField.text(transaction: t, dialect: listener.dialect, extended: machine.extended, helo: machine.helo,
-                                        client: client.clientIP, by: helloName)
+                                        client: client.clientIP, by: helloName, tls: machine.tls)
             + HeaderField.mergingAuthenticationResults(t.headers, authserv: helloName).map { "\($0.name): \($0.value)\r\n" }.joined()
         let env = Envelope(sender: t.sender, parameters: t.parameters, recipients: t.recipients, recipientParameters: t.recipientParameters)
         let d = await shared.forwarder.deliver(env, prefix: prefix, spool: spool)

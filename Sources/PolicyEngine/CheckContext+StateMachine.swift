@@ -19,6 +19,7 @@ extension CheckContext {
         var c = self
         c.heloVerb = m.heloVerb
         c.helo = m.heloCandidate
+        c.tls = c.tls || m.tls != nil
         if let t = m.transaction {
             c.sender = t.sender
             c.mailParameters = t.parameters

@@ -57,8 +57,9 @@ struct Serve: AsyncParsableCommand {
         do {
             server = try GatewayServer(config: cfg, log: log)
         } catch {
-            // An invalid policy: refuse to start, with every error and its place.
-            FileHandle.standardError.write(Data("\(error)\nmailgate: the policy is invalid; not starting\n".utf8))
+            // An invalid policy or certificate: refuse to start, with every error and its place.
+            let what = error is TLSSetupError ? "a TLS certificate cannot be used" : "the policy is invalid"
+            FileHandle.standardError.write(Data("\(error)\nmailgate: \(what); not starting\n".utf8))
             log.close()
             throw ExitCode(2)
         }
@@ -70,6 +71,9 @@ struct Serve: AsyncParsableCommand {
                 logger.notice("SIGHUP: policy reloaded: \(cfg.listeners.compactMap { server.policy(listener: $0.name).map { "\($0.name) \($0.version)" } }.joined(separator: ", "))")
             } else {
                 logger.error("SIGHUP: new policy refused, the running one stays in force:\n\(errors.joined(separator: "\n"))")
+            }
+            for e in server.reloadCertificates() {
+                logger.error("SIGHUP: new certificate refused, the one in use stays in force: \(e)")
             }
         }
         hup.resume()

@@ -261,6 +261,47 @@ enum Client {
     }
 }
 
+extension Client {
+    /// One step of a dialogue: bytes and how many replies they draw, or a TLS handshake.
+    enum Step {
+        case send(String, replies: Int)
+        case tls(serverName: String? = nil, cafile: String? = nil)
+        case sleep(Double)
+        var json: [String: Any] {
+            switch self {
+            case .sleep(let s): return ["sleep": s, "replies": 0]
+            case .send(let text, let n): return ["send": text, "replies": n]
+            case .tls(let name, let ca):
+                var o: [String: Any] = [:]
+                if let name { o["server_name"] = name }
+                if let ca { o["cafile"] = ca }
+                return ["tls": o]
+            }
+        }
+    }
+
+    struct Dialogue {
+        var greeting: String
+        /// The replies of the `send` steps, in order.
+        var replies: [[String]]
+        var closed: Bool
+        /// Each handshake: version, cipher and the certificate's CN, or error.
+        var tls: [[String: String]]
+    }
+
+    /// A raw dialogue that can start TLS in the middle (after STARTTLS's 220) or, with
+    /// `implicitTLS`, before the greeting.
+    /// `early`: bytes sent at once, before the greeting.
+    static func dialogue(port: Int, _ steps: [Step], implicitTLS: Step? = nil, early: String? = nil) async throws -> Dialogue {
+        var args: [String: Any] = ["port": port, "timeout": 20, "steps": steps.map(\.json)]
+        if let early { args["early"] = early }
+        if let i = implicitTLS?.json["tls"] { args["implicit_tls"] = i }
+        let r = try await run("raw", args)
+        return Dialogue(greeting: r["greeting"] as? String ?? "", replies: r["replies"] as? [[String]] ?? [],
+                        closed: r["closed"] as? Bool ?? false, tls: r["tls"] as? [[String: String]] ?? [])
+    }
+}
+
 /// Runs a program to completion on a plain thread (never on the cooperative pool, which the
 /// gateway's sessions need) and returns its exit status and combined output.
 func runProgram(_ path: String, _ args: [String], cwd: String? = nil) async throws -> (status: Int32, output: String) {

@@ -6,9 +6,12 @@
   client.py raw < '{"port":..., "steps":[{"send": "...", "replies": N}, ...]}'
       reads the greeting, then for each step sends the bytes (latin-1) and reads N replies;
       prints JSON: {"greeting": "...", "replies": [[...], ...], "closed": bool}
+      A step {"tls": {"cafile": ..., "server_name": ...}} does a TLS handshake on the
+      connection (after STARTTLS's 220); "implicit_tls" with the same keys does one first.
+      The outcome is in "tls": [{"version", "cipher"} or {"error"}].
 Every socket has a timeout, so a test can never hang.
 """
-import base64, json, smtplib, socket, sys, time
+import base64, json, smtplib, socket, ssl, sys, time
 
 
 def read_reply(f):
@@ -31,11 +34,30 @@ def raw(args):
         s.connect(args["unix"])
     else:
         s = socket.create_connection((args.get("host", "127.0.0.1"), args["port"]), timeout=args.get("timeout", 20), source_address=src)
+    out = {"replies": [], "closed": False, "tls": []}
+    if args.get("implicit_tls") is not None:
+        s = handshake(s, args["implicit_tls"], out)
+        if s is None:
+            out["closed"] = True
+            print(json.dumps(out))
+            return
+    if args.get("early"):
+        s.sendall(args["early"].encode("latin-1"))
     f = s.makefile("rb")
-    out = {"greeting": read_reply(f), "replies": [], "closed": False}
+    try:
+        out["greeting"] = read_reply(f)
+    except (socket.timeout, OSError):
+        out["greeting"] = None
     for step in args["steps"]:
         if step.get("sleep"):
             time.sleep(step["sleep"])
+        if step.get("tls") is not None:
+            s = handshake(s, step["tls"], out)
+            if s is None:
+                out["closed"] = True
+                break
+            f = s.makefile("rb")
+            continue
         if step.get("send") is not None:
             try:
                 s.sendall(step["send"].encode("latin-1"))
@@ -68,6 +90,24 @@ def raw(args):
         except (socket.timeout, OSError):
             pass
     print(json.dumps(out))
+
+
+def handshake(s, opts, out):
+    ctx = ssl.create_default_context(cafile=opts.get("cafile"))
+    ctx.check_hostname = bool(opts.get("check_hostname"))
+    if not opts.get("cafile"):
+        ctx.verify_mode = ssl.CERT_NONE
+    if opts.get("max_version") == "1.2":
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        t = ctx.wrap_socket(s, server_hostname=opts.get("server_name"))
+        cert = t.getpeercert()
+        subject = dict(x[0] for x in cert.get("subject", ())) if cert else {}
+        out["tls"].append({"version": t.version(), "cipher": t.cipher()[0], "subject_cn": subject.get("commonName", "")})
+        return t
+    except (ssl.SSLError, OSError) as e:
+        out["tls"].append({"error": str(e)})
+        return None
 
 
 def send(args):

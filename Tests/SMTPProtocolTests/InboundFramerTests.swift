@@ -30,6 +30,7 @@ import SMTPProtocol
             case .line(let l): return (l.chunk.map { "[\($0.size)\($0.last ? "L" : "")]" } ?? "") + (l.pipelinedAfterData ? "!" : "")
                 + String(buffer: l.bytes)
             case .chunk(let b): return "<" + String(buffer: b) + ">"
+            case .tls(let info): return "{\(info.version)}"
             }
         }
     }
@@ -110,5 +111,30 @@ import SMTPProtocol
         _ = long.feed(ByteBuffer(string: String(repeating: "y", count: 999)))
         _ = long.finish()
         #expect(long.reader.problem == .lineTooLong)
+    }
+
+    @Test func nothingAfterSTARTTLSIsFramedUntilItIsAnswered() {
+        var f = SMTPInboundFramer()
+        var buffer = ByteBuffer()
+        var out: [String] = []
+        for b in "EHLO a\r\nstarttls\r\nMAIL FROM:<a@b>\r\n".utf8 {
+            buffer.writeInteger(b)
+            while let item = f.next(&buffer) { out += Self.text([item]) }
+        }
+        #expect(out == ["EHLO a", "starttls"])
+        #expect(f.held)
+        #expect(String(buffer: buffer) == "MAIL FROM:<a@b>\r\n")
+        // Refused: what followed is framed as usual.
+        var refused = f
+        refused.release()
+        #expect(Self.text(refused.next(&buffer).map { [$0] } ?? []) == ["MAIL FROM:<a@b>"])
+        // Accepted: the framer starts over; the session's handler throws the octets away.
+        f.reset()
+        #expect(!f.held)
+    }
+
+    @Test func aSTARTTLSLineInsideDATAsTextIsText() {
+        let t = Self.text(Self.frame("DATA\r\nSTARTTLS\r\nMAIL FROM:<a@b>\r\n.\r\nNOOP\r\n", after354: 1))
+        #expect(t == ["DATA", "STARTTLS", "MAIL FROM:<a@b>", ".", "NOOP"])
     }
 }

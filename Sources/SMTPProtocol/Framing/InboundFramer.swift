@@ -7,6 +7,9 @@ public enum SMTPInbound: Sendable, Equatable {
     /// Octets of the BDAT chunk announced by the last line (`SMTPLine.chunk`), in order,
     /// at most `SMTPInboundFramer.maxPiece` at a time; together exactly the chunk's size.
     case chunk(ByteBuffer)
+    /// The TLS handshake that followed STARTTLS's 220 (or began the connection) is done;
+    /// what comes next arrived encrypted.
+    case tls(SMTPTLSInfo)
 }
 
 /// Splits the inbound stream into command lines, DATA's lines and BDAT chunks
@@ -23,6 +26,11 @@ public enum SMTPInbound: Sendable, Equatable {
 /// line read as message text means the client did not wait for the 354; the session
 /// refuses it rather than guess how it was framed.
 ///
+/// A STARTTLS command line stops the framer (`held`): nothing after it is framed until
+/// the server has answered it. If the answer starts TLS, the octets that came after it are
+/// thrown away unread with `reset` (CVE-2011-0411: they were sent in plaintext before the
+/// handshake); any other answer releases them (`release`) and framing goes on.
+///
 /// Memory: a line is bounded as in `SMTPLineFramer`; chunk data is copied out in pieces of
 /// at most `maxPiece` octets, so each item handed on holds at most about 1000 octets.
 public struct SMTPInboundFramer: Sendable {
@@ -34,6 +42,8 @@ public struct SMTPInboundFramer: Sendable {
         case commands
         case data(DataTerminator)
         case chunk(remaining: Int)
+        /// After a STARTTLS line, until the server has answered it.
+        case held
     }
 
     private var lines: SMTPLineFramer
@@ -47,9 +57,14 @@ public struct SMTPInboundFramer: Sendable {
     /// True while chunk data is being handed on.
     public var inChunk: Bool { if case .chunk = mode { return true } else { return false } }
 
+    /// True from a STARTTLS command line until `release` or `reset`.
+    public var held: Bool { mode == .held }
+
     /// The next item from `buffer`, or nil when more input is needed.
     public mutating func next(_ buffer: inout ByteBuffer) -> SMTPInbound? {
         switch mode {
+        case .held:
+            return nil
         case .chunk(let remaining):
             let n = min(remaining, buffer.readableBytes, Self.maxPiece)
             guard n > 0, let piece = buffer.readSlice(length: n) else { return nil }
@@ -65,6 +80,7 @@ public struct SMTPInboundFramer: Sendable {
             guard var line = lines.nextLine(&buffer) else { return nil }
             line.pipelinedAfterData = dataUnanswered
             if Self.isDataCommand(line) { dataUnanswered = true }
+            if Self.hasVerb(line, "STARTTLS") { mode = .held }
             if !line.overflow, line.wireLength <= Self.maxCommandLength, let c = BDATCommand(line: line.bytes.readableBytesView) {
                 line.chunk = c
                 if c.size > 0 { mode = .chunk(remaining: c.size) }
@@ -81,6 +97,11 @@ public struct SMTPInboundFramer: Sendable {
         mode = .data(DataTerminator())
     }
 
+    /// STARTTLS was refused: frame what followed it as usual.
+    public mutating func release() {
+        if mode == .held { mode = .commands }
+    }
+
     /// Forgets everything framed so far and starts over in command mode (for STARTTLS:
     /// nothing sent before the handshake may be read after it).
     public mutating func reset() {
@@ -95,10 +116,12 @@ public struct SMTPInboundFramer: Sendable {
     /// so that no DATA the server could answer with 354 goes unnoticed.
     static func isDataCommand(_ line: SMTPLine) -> Bool { hasVerb(line, "DATA") }
 
+    /// `verb` (upper case ASCII) alone or followed by a space, in any case.
     static func hasVerb(_ line: SMTPLine, _ verb: String) -> Bool {
         let v = line.bytes.readableBytesView
-        guard v.count >= 4 else { return false }
-        let head = v.prefix(4).map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }
-        return head == Array(verb.utf8) && (v.count == 4 || v.dropFirst(4).first == 32)
+        let n = verb.utf8.count
+        guard v.count >= n else { return false }
+        let head = v.prefix(n).map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }
+        return head.elementsEqual(verb.utf8) && (v.count == n || v.dropFirst(n).first == 32)
     }
 }

@@ -29,5 +29,5 @@ public struct SMTPDecision: Sendable, Equatable {
 public enum SMTPCloseReason: String, Sendable {
     case quit, clientClosed = "client-closed", timeout, tooManyErrors = "too-many-errors", shutdown, refused,
          connectRejected = "connect-rejected", error, forbiddenCommand = "forbidden-command",
-         protocolViolation = "protocol-violation"
+         protocolViolation = "protocol-violation", tlsFailed = "tls-failed"
 }

@@ -26,6 +26,10 @@ public struct SMTPServerConfiguration: Sendable {
     /// Advertise DSN (RFC 3461) and take its parameters: the downstream offers it and they
     /// are passed on unchanged.
     public var offersDSN = false
+    /// Offer STARTTLS (RFC 3207) while the session is not encrypted.
+    public var offersSTARTTLS = false
+    /// MAIL needs TLS first (530 5.7.0).
+    public var tlsRequired = false
     /// Seconds, for reply and log texts.
     public var connectionTimeout = 300
     public var dataDeadline = 1800

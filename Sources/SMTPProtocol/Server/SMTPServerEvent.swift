@@ -89,4 +89,8 @@ public enum SMTPServerEvent: Sendable {
     case closed(byServer: Bool, detail: String?)
     /// The gateway is shutting down and the session is between transactions.
     case shutdownRequested
+    /// The TLS handshake is done: after STARTTLS's 220, or (implicit TLS) before `connected`.
+    case tlsEstablished(SMTPTLSInfo)
+    /// The TLS handshake failed or did not finish in time; why.
+    case tlsFailed(String)
 }

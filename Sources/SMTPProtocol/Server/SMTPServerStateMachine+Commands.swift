@@ -74,7 +74,8 @@ extension SMTPServerStateMachine {
         case .bdat:
             // Answered in `command` before parsing.
             return [.send(SMTPReply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]; closing")), close(.protocolViolation)]
-        case .starttls, .auth:
+        case .starttls: return startTLS()
+        case .auth:
             // Their states come with TLS and AUTH; until then they are not offered.
             return refuse(currentStage, "protocol", "not-implemented", SMTPReply(502, "5.5.1", "\(c.verb) not available"),
                           "\(c.verb) is not offered")
@@ -118,7 +119,9 @@ extension SMTPServerStateMachine {
     /// What EHLO and LHLO advertise: only what the session can honour end to end.
     public var extensions: [String] {
         let size = configuration.maxMessageSize > 0 ? "SIZE \(configuration.maxMessageSize)" : "SIZE"
-        return ["PIPELINING", size, "8BITMIME", "CHUNKING", "ENHANCEDSTATUSCODES", "SMTPUTF8"] + (configuration.offersDSN ? ["DSN"] : []) + ["HELP"]
+        let starttls = configuration.offersSTARTTLS && tls == nil ? ["STARTTLS"] : []
+        return ["PIPELINING", size, "8BITMIME", "CHUNKING", "ENHANCEDSTATUSCODES", "SMTPUTF8"] + (configuration.offersDSN ? ["DSN"] : [])
+            + starttls + ["HELP"]
     }
 
     // MARK: MAIL
@@ -128,6 +131,10 @@ extension SMTPServerStateMachine {
             return badSequence("Send \(configuration.dialect == .lmtp ? "LHLO" : "HELO/EHLO") first")
         }
         if transaction != nil { return badSequence("Nested MAIL command") }
+        if configuration.tlsRequired && tls == nil {
+            return refuse(.mail, "tls", "required", SMTPReply(530, "5.7.0", "Must issue a STARTTLS command first"),
+                          "tlsRequired: MAIL without TLS")
+        }
         if !extended && params.needsESMTP {
             return refuse(.mail, "protocol", "syntax", SMTPReply(555, "5.5.4", "MAIL parameters require EHLO"), "ESMTP parameters after HELO")
         }

@@ -15,13 +15,15 @@ public struct SMTPServerStateMachine: Sendable {
         /// Read the BDAT chunk `chunk` (after `receiveChunk` or `discardChunk`), then feed
         /// `chunkEnded`.
         case chunk
+        /// STARTTLS was answered 220: wait for the handshake (`tlsEstablished`/`tlsFailed`).
+        case handshake
         /// The session is over.
         case closed
     }
 
     enum Pending: Sendable, Equatable {
         case none, connect, helo(name: String, verb: String), open(ReversePath, MailParameters), mail, rcpt, verification,
-             admission, chunkAdmission(BDATCommand), dataStage, dataStageAtEnd, messageStage, commit, delivery
+             admission, chunkAdmission(BDATCommand), dataStage, dataStageAtEnd, messageStage, commit, delivery, handshake
     }
 
     public let configuration: SMTPServerConfiguration
@@ -63,6 +65,8 @@ public struct SMTPServerStateMachine: Sendable {
     var failedChunks: FailedChunks?
     /// How many replies the BDAT being answered gets if it is the last (LMTP: one per recipient).
     var lastReplies = 1
+    /// The session's TLS layer, once its handshake is done.
+    public internal(set) var tls: SMTPTLSInfo?
 
     public init(configuration: SMTPServerConfiguration, sessionID: String) {
         self.configuration = configuration
@@ -130,6 +134,10 @@ public struct SMTPServerStateMachine: Sendable {
             return [close(byServer ? .shutdown : .clientClosed, detail: during)]
         case .shutdownRequested:
             return [.send(.shuttingDown), close(.shutdown)]
+        case .tlsEstablished(let info):
+            return tlsEstablished(info)
+        case .tlsFailed(let why):
+            return tlsFailed(why)
         }
     }
 
