@@ -28,6 +28,9 @@ let package = Package(
                        providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CIDN2", pkgConfig: "libidn2",
                        providers: [.apt(["libidn2-dev"])]),
+        // libxcrypt's crypt(3), for the passwd-file's hashes.
+        .systemLibrary(name: "CCrypt", pkgConfig: "libxcrypt",
+                       providers: [.apt(["libcrypt-dev"])]),
 
         .target(name: "SMTPProtocol",
                 dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
@@ -51,7 +54,7 @@ let package = Package(
         .target(name: "Gateway",
                 dependencies: [
                     "SMTPProtocol", "PolicyEngine", "Checks", "DecisionLog",
-                    "DNSResolver", "MailAuth", "Greylist",
+                    "DNSResolver", "MailAuth", "Greylist", "CCrypt",
                     .product(name: "NIOCore", package: "swift-nio"),
                     .product(name: "NIOPosix", package: "swift-nio"),
                     .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

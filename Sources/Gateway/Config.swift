@@ -41,8 +41,12 @@ public struct ListenerConfig: Sendable {
     public var authorizedAddresses: [IPNetwork] = [IPNetwork("127.0.0.0/8")!, IPNetwork("::1/128")!]
     /// `tls`, `tlsRequired`, `tlsCertificates`, `tlsMinVersion`, `tlsCiphers`.
     public var tls = ListenerTLSConfig()
-    /// Reserved for SMTP AUTH: accepted and validated, not yet acted on.
-    public var authRequired = "false"
+    /// James' authRequired: false (AUTH not offered), true (offered outside
+    /// authorizedAddresses, needed to relay), announce (always offered).
+    public var authRequired = SMTPAuthMode.off
+    /// Offer AUTH before STARTTLS (default: only under TLS).
+    public var authAllowPlaintext = false
+    /// An authenticated user's MAIL FROM must be one of its addresses.
     public var verifyIdentity = true
     /// smtp, or lmtp (RFC 2033: LHLO, a reply per recipient after the end of data).
     public var `protocol` = "smtp"
@@ -141,6 +145,7 @@ public struct GatewayConfig: Sendable {
     public var dns = DNSConfig()
     /// The greylist store, keys and times, for every policy that runs the greylist check.
     public var greylist = GreylistConfig()
+    public var auth = AuthConfig()
     /// Accept `user%remote@local`, `remote!user@local` and `"user@remote"@local` from clients
     /// outside authorizedAddresses (Postfix's `allow_untrusted_routing`). Off: they get 550.
     public var allowUntrustedRouting = false
@@ -155,7 +160,10 @@ public struct GatewayConfig: Sendable {
     public func isLocal(domain: String) -> Bool {
         var d = domain.lowercased()
         if d.hasSuffix(".") { d.removeLast() }
-        return domains.contains { $0.lowercased() == d }
+        if domains.contains(where: { $0.lowercased() == d }) { return true }
+        // The A-label and U-label forms of a local domain are the same domain (IDNA 2008).
+        guard d.contains("xn--") || !d.utf8.allSatisfy({ $0 < 0x80 }), let asked = DNSName.asked(d) else { return false }
+        return domains.contains { DNSName.asked($0.lowercased()) == asked }
     }
 }
 
@@ -252,7 +260,7 @@ public enum ConfigLoader {
         }
 
         mutating func readRoot(_ n: Node, into c: inout GatewayConfig) {
-            let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks", "policy", "policyWatch", "dns", "greylist", "allowUntrustedRouting"]
+            let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks", "policy", "policyWatch", "dns", "greylist", "allowUntrustedRouting", "auth"]
             var listenerNodes: [Node] = []
             var heloNode: Node?
             for (key, _, v) in mapping(n, "top level", allowed: keys) {
@@ -301,8 +309,12 @@ public enum ConfigLoader {
                         }
                     }
                 case "greylist": readGreylist(v, into: &c.greylist)
+                case "auth": readAuth(v, into: &c.auth)
                 default: break
                 }
+            }
+            if c.auth.passwdFile == nil, let l = c.listeners.first(where: { $0.authRequired != .off }) {
+                fail(n, "listener '\(l.name)': authRequired \(l.authRequired.rawValue) needs auth.passwdFile")
             }
             // checks.helo configures the handlerchain's helo check; with a policy on every
             // listener nothing would read it.
@@ -371,7 +383,7 @@ public enum ConfigLoader {
                              "connectionLimit", "connectionLimitPerIP", "authRequired", "authorizedAddresses",
                              "verifyIdentity", "dataDeadline", "maxmessagesize", "heloEhloEnforcement", "addressBracketsEnforcement",
                              "handlerchain", "maxRecipients", "maxUnrecognizedCommands", "protocol", "policy", "socketMode",
-                             "tlsRequired", "tlsCertificates", "tlsMinVersion", "tlsCiphers"]
+                             "tlsRequired", "tlsCertificates", "tlsMinVersion", "tlsCiphers", "authAllowPlaintext"]
             for (key, _, v) in mapping(n, "listener", allowed: keys) {
                 switch key {
                 case "name": if let s = string(v, key) { l.name = s }
@@ -401,10 +413,10 @@ public enum ConfigLoader {
                 case "connectionLimitPerIP": if let i = int(v, key) { l.connectionLimitPerIP = i }
                 case "authRequired":
                     if let s = string(v, key) {
-                        guard ["true", "false", "announce"].contains(s.lowercased()) else { fail(v, "'authRequired' must be true, false or announce"); continue }
-                        if s.lowercased() != "false" { fail(v, "'authRequired: \(s)' is not implemented yet (SMTP AUTH arrives with the TLS/AUTH issue)") }
-                        l.authRequired = s.lowercased()
+                        guard let m = SMTPAuthMode(rawValue: s.lowercased()) else { fail(v, "'authRequired' must be true, false or announce"); continue }
+                        l.authRequired = m
                     }
+                case "authAllowPlaintext": if let b = bool(v, key) { l.authAllowPlaintext = b }
                 case "authorizedAddresses":
                     if let list = strings(v, key) {
                         var nets: [IPNetwork] = []

@@ -24,6 +24,10 @@ extension ListenerConfig {
         c.verifyRecipients = gateway.downstream.verifyRecipients
         c.offersSTARTTLS = tls.mode == .starttls
         c.tlsRequired = tls.required
+        c.authMode = authRequired
+        c.authAllowPlaintext = authAllowPlaintext
+        c.maxAuthFailures = gateway.auth.maxFailuresPerSession
+        c.verifyIdentity = verifyIdentity
         c.connectionTimeout = connectionTimeout
         c.dataDeadline = dataDeadline
         c.clientAddress = client.description

@@ -4,8 +4,8 @@ import SMTPProtocol
 /// The RFC 5321 §4.4 trace field the gateway puts on top of every message it forwards.
 enum ReceivedField {
     static func text(transaction t: SMTPTransaction, dialect: SMTPDialect, extended: Bool, helo: String?,
-                     client: IPAddress, by: String, tls: SMTPTLSInfo? = nil) -> String {
-        let proto = dialect.receivedProtocol(extended: extended, utf8: t.parameters.smtpUTF8, tls: tls != nil)
+                     client: IPAddress, by: String, tls: SMTPTLSInfo? = nil, authenticated: Bool = false) -> String {
+        let proto = dialect.receivedProtocol(extended: extended, utf8: t.parameters.smtpUTF8, tls: tls != nil, authenticated: authenticated)
         let literal: String
         if case .v6 = client { literal = "IPv6:\(client)" } else { literal = client.description }
         // A HELO that is no domain or address literal is the client's text: it goes into the

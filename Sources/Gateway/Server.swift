@@ -196,11 +196,18 @@ final class GatewayShared: Sendable {
     /// Every listener's name: an incoming Authentication-Results naming any of them is a
     /// forgery (RFC 8601 §5) and is removed on every listener.
     let authservIDs: Set<String>
+    /// SMTP AUTH's users, when `auth.passwdFile` is set.
+    let authenticator: Authenticator?
+    /// Where each failed AUTH is told in one stable line (stderr; fail2ban reads it).
+    let authFailureLine: @Sendable (String) -> Void
 
-    init(config: GatewayConfig, log: DecisionLog, forwarder: Forwarder) {
+    init(config: GatewayConfig, log: DecisionLog, forwarder: Forwarder, authenticator: Authenticator? = nil,
+         authFailureLine: @escaping @Sendable (String) -> Void = { _ in }) {
         self.config = config
         self.log = log
         self.forwarder = forwarder
+        self.authenticator = authenticator
+        self.authFailureLine = authFailureLine
         self.authservIDs = Set(config.listeners.map { AuthenticationResults.normalised($0.resolvedHelloName) })
     }
 }
@@ -233,14 +240,17 @@ public final class GatewayServer: @unchecked Sendable {
 
     /// Compiles every listener's policy; throws `PolicyErrors` when one is invalid.
     public init(config: GatewayConfig, log: DecisionLog, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                extraChecks: [any Check] = [], onError: FailureMode = .tempfail, greylistClock: (@Sendable () -> Int64)? = nil) throws {
+                extraChecks: [any Check] = [], onError: FailureMode = .tempfail, greylistClock: (@Sendable () -> Int64)? = nil,
+                authFailureLine: @escaping @Sendable (String) -> Void = GatewayServer.standardErrorLine) throws {
         self.config = config
         self.log = log
         self.group = group
         self.extraChecks = extraChecks.map { PolicyCheck($0, onError: onError) }
         let hello = config.listeners.first?.resolvedHelloName ?? "localhost"
         self.shared = GatewayShared(config: config, log: log,
-                                    forwarder: Forwarder(config: config.downstream, helloName: hello, group: group))
+                                    forwarder: Forwarder(config: config.downstream, helloName: hello, group: group),
+                                    authenticator: try config.auth.passwdFile.map { try Authenticator(config.auth, path: $0) },
+                                    authFailureLine: authFailureLine)
         self.resolver = GatewayServer.makeResolver(config.dns, group: group)
         self.greylist = GreylistService(config: config.greylist, clock: greylistClock)
         self.catalog = CheckCatalog(resolver: resolver, greylist: greylist)

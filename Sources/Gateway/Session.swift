@@ -244,6 +244,11 @@ final class Session {
             return await commit(t)
         case .deliver(let t):
             return await deliver(t)
+        case .checkCredentials(let c):
+            return await checkCredentials(c)
+        case .authFailed(let c, let result):
+            reportAuthFailure(c, result: result)
+            return nil
         case .log(let d):
             logDecision(d)
             return nil
@@ -298,7 +303,7 @@ final class Session {
     func deliver(_ t: SMTPTransaction) async -> SMTPServerEvent {
         guard let spool else { return .delivered(SMTPDeliveryReport(action: "tempfail", reply: .localError)) }
         let prefix = ReceivedField.text(transaction: t, dialect: listener.dialect, extended: machine.extended, helo: machine.helo,
-                                        client: client.clientIP, by: helloName, tls: machine.tls)
+                                        client: client.clientIP, by: helloName, tls: machine.tls, authenticated: machine.authUser != nil)
             + HeaderField.mergingAuthenticationResults(t.headers, authserv: helloName).map { "\($0.name): \($0.value)\r\n" }.joined()
         let env = Envelope(sender: t.sender, parameters: t.parameters, recipients: t.recipients, recipientParameters: t.recipientParameters)
         let d = await shared.forwarder.deliver(env, prefix: prefix, spool: spool)

@@ -20,6 +20,7 @@ extension CheckContext {
         c.heloVerb = m.heloVerb
         c.helo = m.heloCandidate
         c.tls = c.tls || m.tls != nil
+        c.authenticatedUser = c.authenticatedUser ?? m.authUser?.name
         if let t = m.transaction {
             c.sender = t.sender
             c.mailParameters = t.parameters

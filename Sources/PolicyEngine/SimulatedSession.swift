@@ -176,9 +176,12 @@ extension SimulatedSession {
             // Taken before the transaction ends and its score with it.
             headers = t.headers
             transactionScore = run.score
-        case .receiveData, .receiveChunk, .discardChunk, .close:
-            // The simulator sends its message with DATA, never in BDAT chunks.
+        case .receiveData, .receiveChunk, .discardChunk, .close, .authFailed:
+            // The simulator sends its message with DATA, never in BDAT chunks, and never AUTH
+            // (an authenticated user is given as a fact).
             break
+        case .checkCredentials:
+            return .credentialsChecked(.unavailable("the simulator does not authenticate"))
         }
         return nil
     }

@@ -18,7 +18,7 @@ struct MailGate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mailgate",
         abstract: "An anti-spam SMTP policy gateway in front of your mail server.",
-        subcommands: [Serve.self, CheckConfig.self, PolicyCommand.self, CheckCommand.self, DNSCommand.self, GreylistCommand.self, Log.self, Version.self])
+        subcommands: [Serve.self, CheckConfig.self, PolicyCommand.self, CheckCommand.self, DNSCommand.self, GreylistCommand.self, UserCommand.self, Log.self, Version.self])
 }
 
 func loadConfig(_ path: String?) throws -> GatewayConfig {
@@ -58,7 +58,7 @@ struct Serve: AsyncParsableCommand {
             server = try GatewayServer(config: cfg, log: log)
         } catch {
             // An invalid policy or certificate: refuse to start, with every error and its place.
-            let what = error is TLSSetupError ? "a TLS certificate cannot be used" : "the policy is invalid"
+            let what = error is TLSSetupError ? "a TLS certificate cannot be used" : error is PasswdFileError ? "the passwd-file is invalid" : "the policy is invalid"
             FileHandle.standardError.write(Data("\(error)\nmailgate: \(what); not starting\n".utf8))
             log.close()
             throw ExitCode(2)
@@ -71,6 +71,9 @@ struct Serve: AsyncParsableCommand {
                 logger.notice("SIGHUP: policy reloaded: \(cfg.listeners.compactMap { server.policy(listener: $0.name).map { "\($0.name) \($0.version)" } }.joined(separator: ", "))")
             } else {
                 logger.error("SIGHUP: new policy refused, the running one stays in force:\n\(errors.joined(separator: "\n"))")
+            }
+            for e in server.reloadUsers() {
+                logger.error("SIGHUP: passwd-file refused, the users in force stay: \(e)")
             }
             for e in server.reloadCertificates() {
                 logger.error("SIGHUP: new certificate refused, the one in use stays in force: \(e)")

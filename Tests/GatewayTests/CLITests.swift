@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import Gateway
 
 /// The `mailgate` binary as an operator runs it.
 @Suite struct CLITests {
@@ -42,6 +43,39 @@ import Testing
         let (s2, o2) = try await run(["check-config", bad])
         #expect(s2 == 2)
         #expect(o2.hasPrefix("\(bad):3: unknown key 'colour' in listener"))
+    }
+
+    /// `mailgate user`: the password from stdin, never echoed or stored in the clear; the
+    /// file is mode 0600, keeps comments, and its hashes check with libxcrypt.
+    @Test func userCommandsKeepThePasswdFile() async throws {
+        let dir = NSTemporaryDirectory() + "mg-user-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let file = dir + "/passwd"
+        try "# MailGate users\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let bin = Self.binary
+        let (s1, o1) = try await runProgram("/bin/sh", ["-c", "printf 'first-pw\\n' | '\(bin)' user add '\(file)' alice --address a@example.org --address al@example.net"])
+        #expect(s1 == 0, "\(o1)")
+        #expect(!o1.contains("first-pw"))
+        let (s2, _) = try await runProgram("/bin/sh", ["-c", "printf 'bob-pw\\n' | '\(bin)' user add '\(file)' bob --scheme SHA512-CRYPT"])
+        #expect(s2 == 0)
+        let (_, list) = try await run(["user", "list", file])
+        #expect(list == "alice  {CRYPT}  a@example.org,al@example.net\nbob  {SHA512-CRYPT}\n")
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        #expect(text.hasPrefix("# MailGate users\nalice:{CRYPT}$y$"), "\(text)")
+        #expect(text.contains("::::::addresses=a@example.org,al@example.net\nbob:{SHA512-CRYPT}$6$"), "\(text)")
+        #expect(!text.contains("first-pw"))
+        let mode = try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        let (s3, _) = try await runProgram("/bin/sh", ["-c", "printf 'second-pw\\n' | '\(bin)' user passwd '\(file)' alice"])
+        #expect(s3 == 0)
+        let f = try PasswdFileReader.load(file)
+        #expect(f.alice.map { PasswdFileReader.verify("second-pw", $0) } == true)
+        #expect(f.alice.map { PasswdFileReader.verify("first-pw", $0) } == false)
+        #expect(f.addresses == ["a@example.org", "al@example.net"], "passwd keeps the addresses")
+        let (s4, _) = try await run(["user", "remove", file, "bob"])
+        #expect(s4 == 0)
+        let (s5, o5) = try await run(["user", "remove", file, "bob"])
+        #expect(s5 != 0 && o5.contains("no user 'bob'"), "\(o5)")
     }
 
     /// The README's promise: serve on the embedded default, send with smtplib, find the
@@ -87,4 +121,14 @@ import Testing
         #expect(bs == 1)
         #expect(b.hasPrefix("FAIL var/decisions.log:"))
     }
+}
+
+/// Reads back what `mailgate user` wrote, through the gateway's own reader.
+enum PasswdFileReader {
+    struct Read { var alice: String?; var addresses: [String] }
+    static func load(_ path: String) throws -> Read {
+        let f = try PasswdFile.load(path: path)
+        return Read(alice: f.entry(for: "ALICE")?.hash, addresses: f.entry(for: "alice")?.addresses ?? [])
+    }
+    static func verify(_ pw: String, _ hash: String) -> Bool { PasswordHash.verify(pw, hash: hash) }
 }

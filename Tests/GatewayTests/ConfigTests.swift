@@ -62,8 +62,8 @@ import Greylist
         domainz: [example.org]
         """
         #expect(errors(yaml) == [
-            "t.yaml:4: unknown key 'maxMessageSize' in listener (known: addressBracketsEnforcement, authRequired, authorizedAddresses, bind, connectBacklog, connectionLimit, connectionLimitPerIP, connectionTimeout, dataDeadline, handlerchain, helloName, heloEhloEnforcement, maxRecipients, maxUnrecognizedCommands, maxmessagesize, name, policy, protocol, smtpGreeting, socketMode, tls, tlsCertificates, tlsCiphers, tlsMinVersion, tlsRequired, verifyIdentity)",
-            "t.yaml:5: unknown key 'domainz' in top level (known: allowUntrustedRouting, checks, dns, domains, downstream, greylist, listeners, log, policy, policyWatch, shutdownGracePeriod, spool)",
+            "t.yaml:4: unknown key 'maxMessageSize' in listener (known: addressBracketsEnforcement, authAllowPlaintext, authRequired, authorizedAddresses, bind, connectBacklog, connectionLimit, connectionLimitPerIP, connectionTimeout, dataDeadline, handlerchain, helloName, heloEhloEnforcement, maxRecipients, maxUnrecognizedCommands, maxmessagesize, name, policy, protocol, smtpGreeting, socketMode, tls, tlsCertificates, tlsCiphers, tlsMinVersion, tlsRequired, verifyIdentity)",
+            "t.yaml:5: unknown key 'domainz' in top level (known: allowUntrustedRouting, auth, checks, dns, domains, downstream, greylist, listeners, log, policy, policyWatch, shutdownGracePeriod, spool)",
         ])
     }
 
@@ -129,7 +129,7 @@ import Greylist
     }
 
     @Test func laterIssueOptionsAreRefusedClearly() {
-        #expect(errors("listeners:\n  - authRequired: true\n") == ["t.yaml:2: 'authRequired: true' is not implemented yet (SMTP AUTH arrives with the TLS/AUTH issue)"])
+        #expect(errors("listeners:\n  - authRequired: true\n") == ["t.yaml:1: listener 'smtp': authRequired true needs auth.passwdFile"])
         #expect(errors("listeners:\n  - tls: true\n") == ["t.yaml:2: listener 'smtp': tls needs 'tlsCertificates'"])
         #expect(errors("listeners:\n  - protocol: lmtp\n") == [], "LMTP is implemented")
     }

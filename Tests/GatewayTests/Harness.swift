@@ -159,6 +159,7 @@ final class TestGateway: @unchecked Sendable {
 
     /// `configure` edits the defaults: one listener on 127.0.0.1:0, domain example.org.
     init(downstream: [String], checks: [any Check] = [], logPath: String? = nil, clock: TestClock? = nil,
+         authLines: LineSink? = nil,
          configure: (inout GatewayConfig) -> Void = { _ in }) async throws {
         dir = NSTemporaryDirectory() + "mailgate-test-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -177,7 +178,7 @@ final class TestGateway: @unchecked Sendable {
         if let p = logPath { c.log.path = p }
         configure(&c)
         log = try DecisionLog(path: c.log.path, durability: .groupCommit(milliseconds: 1))
-        server = try GatewayServer(config: c, log: log, extraChecks: checks, greylistClock: clock?.now)
+        server = try GatewayServer(config: c, log: log, extraChecks: checks, greylistClock: clock?.now, authFailureLine: { l in authLines?.append(l) })
         try await server.start()
     }
 
@@ -204,6 +205,14 @@ final class TestGateway: @unchecked Sendable {
         }
         return try await records()
     }
+}
+
+/// Lines the gateway writes for operators (the fail2ban lines), collected.
+final class LineSink: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _lines: [String] = []
+    func append(_ l: String) { lock.withLock { _lines.append(l) } }
+    var lines: [String] { lock.withLock { _lines } }
 }
 
 enum Client {

@@ -17,6 +17,11 @@ struct MachineHarness {
     var openAllowed = true
     var verification: SMTPReply?
     var closed: SMTPCloseReason?
+    /// The answer to every password check, and the checks asked for.
+    var credentialCheck = SMTPCredentialCheck.rejected
+    var checked: [SMTPCredentials] = []
+    /// AUTH failures told for fail2ban.
+    var failures = 0
 
     init(_ configure: (inout SMTPServerConfiguration) -> Void = { _ in }) {
         var c = SMTPServerConfiguration(helloName: "mx.test")
@@ -101,6 +106,10 @@ struct MachineHarness {
         case .admitData: return .dataAdmitted(admitRefusal, endsTransaction: admitRefusal != nil)
         case .commit: return .committed(error: commitError)
         case .deliver: return .delivered(delivery)
+        case .checkCredentials(let c):
+            checked.append(c)
+            return .credentialsChecked(credentialCheck)
+        case .authFailed: failures += 1
         case .endTransaction, .receiveData, .receiveChunk, .discardChunk, .logTransaction: break
         }
         return nil

@@ -29,6 +29,11 @@ public enum SMTPServerAction: Sendable, Equatable {
     case commit(SMTPTransaction)
     /// Forward the message; answer `delivered`.
     case deliver(SMTPTransaction)
+    /// Check a user's password (off the event loop, counting failures per client address);
+    /// answer `credentialsChecked`.
+    case checkCredentials(SMTPCredentials)
+    /// An AUTH attempt failed: tell the operator's tools (fail2ban), besides the log.
+    case authFailed(SMTPCredentials, result: String)
     /// Log a decision of the session.
     case log(SMTPDecision)
     /// Log the transaction's outcome.

@@ -30,6 +30,15 @@ public struct SMTPServerConfiguration: Sendable {
     public var offersSTARTTLS = false
     /// MAIL needs TLS first (530 5.7.0).
     public var tlsRequired = false
+    /// AUTH (RFC 4954): off, required to relay (announced outside authorizedAddresses), or
+    /// always announced (James' authRequired false, true, announce).
+    public var authMode = SMTPAuthMode.off
+    /// Offer AUTH without TLS.
+    public var authAllowPlaintext = false
+    /// Failed AUTH attempts in a session before 421 and close.
+    public var maxAuthFailures = 3
+    /// An authenticated user's MAIL FROM must be one of its addresses (550 5.7.1).
+    public var verifyIdentity = true
     /// Seconds, for reply and log texts.
     public var connectionTimeout = 300
     public var dataDeadline = 1800
@@ -44,4 +53,9 @@ public struct SMTPServerConfiguration: Sendable {
     public var greetingReply: SMTPReply {
         SMTPReply(code: 220, enhanced: nil, lines: [greeting ?? "\(helloName) \(dialect == .lmtp ? "LMTP" : "ESMTP") MailGate ready"])
     }
+}
+
+/// James' `authRequired`.
+public enum SMTPAuthMode: String, Sendable {
+    case off = "false", required = "true", announce
 }

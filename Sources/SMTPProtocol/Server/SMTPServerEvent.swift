@@ -93,4 +93,6 @@ public enum SMTPServerEvent: Sendable {
     case tlsEstablished(SMTPTLSInfo)
     /// The TLS handshake failed or did not finish in time; why.
     case tlsFailed(String)
+    /// Answer to `checkCredentials`.
+    case credentialsChecked(SMTPCredentialCheck)
 }

@@ -4,6 +4,11 @@ extension SMTPServerStateMachine {
 
     mutating func command(_ line: SMTPLine) -> [SMTPServerAction] {
         // The framer read this line as BDAT and its chunk follows: it must be answered here.
+        if sasl != nil {
+            // The answer to a 334; a BDAT line here still has its octets read first.
+            if let c = line.chunk { sasl = nil; return bdat(c) }
+            return saslLine(line)
+        }
         if let c = line.chunk { return bdat(c) }
         failedChunks = nil
         if SMTPInboundFramer.isBDATCommand(line) {
@@ -75,10 +80,7 @@ extension SMTPServerStateMachine {
             // Answered in `command` before parsing.
             return [.send(SMTPReply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]; closing")), close(.protocolViolation)]
         case .starttls: return startTLS()
-        case .auth:
-            // Their states come with TLS and AUTH; until then they are not offered.
-            return refuse(currentStage, "protocol", "not-implemented", SMTPReply(502, "5.5.1", "\(c.verb) not available"),
-                          "\(c.verb) is not offered")
+        case .auth(let argument): return auth(argument)
         }
     }
 
@@ -121,7 +123,7 @@ extension SMTPServerStateMachine {
         let size = configuration.maxMessageSize > 0 ? "SIZE \(configuration.maxMessageSize)" : "SIZE"
         let starttls = configuration.offersSTARTTLS && tls == nil ? ["STARTTLS"] : []
         return ["PIPELINING", size, "8BITMIME", "CHUNKING", "ENHANCEDSTATUSCODES", "SMTPUTF8"] + (configuration.offersDSN ? ["DSN"] : [])
-            + starttls + ["HELP"]
+            + starttls + (announcesAuth ? ["AUTH PLAIN LOGIN"] : []) + ["HELP"]
     }
 
     // MARK: MAIL
@@ -131,6 +133,10 @@ extension SMTPServerStateMachine {
             return badSequence("Send \(configuration.dialect == .lmtp ? "LHLO" : "HELO/EHLO") first")
         }
         if transaction != nil { return badSequence("Nested MAIL command") }
+        if configuration.verifyIdentity, let user = authUser, let m = from.mailbox, !user.owns(m, isLocalDomain: configuration.isLocalDomain) {
+            return refuse(.mail, "auth", "identity-mismatch", SMTPReply(550, "5.7.1", "Sender <\(m)> is not owned by user \(user.name)"),
+                          "verifyIdentity: \(user.name) may not send as <\(m)>")
+        }
         if configuration.tlsRequired && tls == nil {
             return refuse(.mail, "tls", "required", SMTPReply(530, "5.7.0", "Must issue a STARTTLS command first"),
                           "tlsRequired: MAIL without TLS")
@@ -175,14 +181,14 @@ extension SMTPServerStateMachine {
                                    "more than maxRecipients \(configuration.maxRecipients)")
         }
         let local = to.domain.isEmpty || configuration.isLocalDomain(to.domain)
-        if let refusal = RelayControl.check(to, isLocal: local, clientTrusted: configuration.clientTrusted, client: configuration.clientAddress,
+        if let refusal = RelayControl.check(to, isLocal: local, clientTrusted: configuration.clientTrusted || authUser != nil, client: configuration.clientAddress,
                                             allowUntrustedRouting: configuration.allowUntrustedRouting) {
             return refuseRecipient("relay", refusal.result, refusal.reply, refusal.reason)
         }
         var out: [SMTPServerAction] = []
         if !local {
-            out.append(.log(decision(.rcpt, "relay", "authorized", "continue", nil,
-                                     "client \(configuration.clientAddress) matches authorizedAddresses")))
+            let why = authUser.map { "client authenticated as \($0.name)" } ?? "client \(configuration.clientAddress) matches authorizedAddresses"
+            out.append(.log(decision(.rcpt, "relay", authUser == nil ? "authorized" : "authenticated", "continue", nil, why)))
         }
         return awaiting(.rcpt, out + [.runStage(.rcpt)])
     }

@@ -24,6 +24,8 @@ extension SMTPServerStateMachine {
         heloVerb = nil
         heloCandidate = nil
         extended = false
+        authUser = nil
+        sasl = nil
         var reason = "TLS established: \(info.summary)"
         if info.discardedOctets > 0 {
             reason += "; \(info.discardedOctets) octets sent after STARTTLS before the handshake discarded unread"

@@ -23,7 +23,7 @@ public struct SMTPServerStateMachine: Sendable {
 
     enum Pending: Sendable, Equatable {
         case none, connect, helo(name: String, verb: String), open(ReversePath, MailParameters), mail, rcpt, verification,
-             admission, chunkAdmission(BDATCommand), dataStage, dataStageAtEnd, messageStage, commit, delivery, handshake
+             admission, chunkAdmission(BDATCommand), dataStage, dataStageAtEnd, messageStage, commit, delivery, handshake, credentials(SMTPCredentials)
     }
 
     public let configuration: SMTPServerConfiguration
@@ -67,6 +67,12 @@ public struct SMTPServerStateMachine: Sendable {
     var lastReplies = 1
     /// The session's TLS layer, once its handshake is done.
     public internal(set) var tls: SMTPTLSInfo?
+    /// The user the client authenticated as (AUTH).
+    public internal(set) var authUser: SMTPAuthenticatedUser?
+    /// An AUTH exchange waiting for the client's response to a 334.
+    var sasl: SASLExchange?
+    /// Failed AUTH attempts in this session.
+    public internal(set) var authFailures = 0
 
     public init(configuration: SMTPServerConfiguration, sessionID: String) {
         self.configuration = configuration
@@ -138,6 +144,10 @@ public struct SMTPServerStateMachine: Sendable {
             return tlsEstablished(info)
         case .tlsFailed(let why):
             return tlsFailed(why)
+        case .credentialsChecked(let result):
+            answering = true
+            defer { answering = false }
+            return credentialsChecked(result)
         }
     }
 
