@@ -100,7 +100,7 @@ if ProcessInfo.processInfo.environment["MAILGATE_FUZZ"] != nil {
     ]
     for (name, deps) in fuzzTargets {
         var dependencies: [Target.Dependency] = deps.map { .target(name: $0) }
-        if name == "fuzz-data" { dependencies.append(.product(name: "NIOCore", package: "swift-nio")) }
+        if name == "fuzz-data" || name == "fuzz-command" { dependencies.append(.product(name: "NIOCore", package: "swift-nio")) }
         package.targets.append(.executableTarget(name: name, dependencies: dependencies, path: "Fuzz/\(name)",
                                                  swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
     }

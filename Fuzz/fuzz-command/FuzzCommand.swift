@@ -1,4 +1,6 @@
-// libFuzzer target: the SMTP command parser and the address parser (see fuzz/README.md).
+// libFuzzer target: the SMTP command parser, the address parser and AUTH's SASL responses
+// through the state machine (see fuzz/README.md).
+import NIOCore
 import SMTPProtocol
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -14,5 +16,35 @@ public func fuzzCommand(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     _ = AddressParser.parseAddressLiteral(Substring(text))
     _ = AddressParser.splitPath(Substring(text), bracketsRequired: true)
     _ = HeloArgument(text)
+    fuzzAuth(text)
     return 0
+}
+
+/// The input as AUTH PLAIN's initial response, and as the lines answering AUTH LOGIN's
+/// challenges.
+func fuzzAuth(_ text: String) {
+    func line(_ s: String) -> SMTPServerEvent {
+        let b = ByteBuffer(string: s)
+        return .command(SMTPLine(bytes: b, ending: .crlf, wireLength: b.readableBytes + 2, overflow: false))
+    }
+    func answer(_ m: inout SMTPServerStateMachine, _ event: SMTPServerEvent) {
+        var queue = m.handle(event)
+        while !queue.isEmpty {
+            switch queue.removeFirst() {
+            case .runStage(let s): queue += m.handle(.stageDone(s, .proceed))
+            case .checkCredentials: queue += m.handle(.credentialsChecked(.rejected))
+            default: break
+            }
+        }
+    }
+    var c = SMTPServerConfiguration(helloName: "fuzz")
+    c.authMode = .announce
+    c.authAllowPlaintext = true
+    for first in ["AUTH PLAIN \(text)", "AUTH LOGIN"] {
+        var m = SMTPServerStateMachine(configuration: c, sessionID: "f")
+        answer(&m, .connected)
+        answer(&m, line("EHLO fuzz"))
+        answer(&m, line(first))
+        for l in text.split(separator: "\n", maxSplits: 3) { answer(&m, line(String(l))) }
+    }
 }

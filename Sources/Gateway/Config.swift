@@ -94,6 +94,8 @@ public struct DownstreamConfig: Sendable {
     /// Ask the downstream about each recipient at RCPT time and pass its refusal on then
     /// (Postfix' reject_unverified_recipient, without a cache). Costs a round trip per RCPT.
     public var verifyRecipients = false
+    /// STARTTLS toward relay targets: `tls`, `tlsVerify`, `tlsCAFile`, `tlsName`.
+    public var tls = DownstreamTLSConfig()
     public init() {}
 }
 
@@ -486,7 +488,7 @@ public enum ConfigLoader {
 
         mutating func readDownstream(_ n: Node, into d: inout DownstreamConfig) {
             let keys: Set = ["targets", "connectTimeout", "commandTimeout", "dataTimeout", "retryPeriod", "poolSize", "maxMessagesPerConnection",
-                             "verifyRecipients"]
+                             "verifyRecipients", "tls", "tlsVerify", "tlsCAFile", "tlsName"]
             for (key, _, v) in mapping(n, "downstream", allowed: keys) {
                 switch key {
                 case "targets":
@@ -502,6 +504,13 @@ public enum ConfigLoader {
                 case "poolSize": if let i = int(v, key) { d.poolSize = i }
                 case "maxMessagesPerConnection": if let i = int(v, key, min: 1) { d.maxMessagesPerConnection = i }
                 case "verifyRecipients": if let b = bool(v, key) { d.verifyRecipients = b }
+                case "tls":
+                    if let s = string(v, key) {
+                        if let m = DownstreamTLSConfig.Mode(rawValue: s.lowercased()) { d.tls.mode = m } else { fail(v, "'tls' must be off, opportunistic or required") }
+                    }
+                case "tlsVerify": if let b = bool(v, key) { d.tls.verify = b }
+                case "tlsCAFile": d.tls.caFile = string(v, key)
+                case "tlsName": d.tls.name = string(v, key)
                 default: break
                 }
             }

@@ -8,6 +8,7 @@ public enum DownstreamError: Error, CustomStringConvertible, Sendable {
     case closed
     case protocolError(String)
     case badGreeting(SMTPReply)
+    case tlsUnavailable(String)
 
     public var description: String {
         switch self {
@@ -16,6 +17,7 @@ public enum DownstreamError: Error, CustomStringConvertible, Sendable {
         case .closed: return "connection closed by downstream"
         case .protocolError(let s): return "protocol error: \(s)"
         case .badGreeting(let r): return "greeting refused: \(r.summary)"
+        case .tlsUnavailable(let why): return "TLS required: \(why)"
         }
     }
 }
@@ -123,6 +125,9 @@ final class DownstreamConnection: @unchecked Sendable {
     let lmtp: Bool
     private(set) var capabilities: Set<String> = []
     var messages = 0
+    /// The connection went through STARTTLS (and, when `tlsVerified`, its certificate was checked).
+    private(set) var encrypted = false
+    private(set) var tlsVerified = false
 
     private init(target: String, channel: Channel, handler: SMTPClientHandler, lmtp: Bool) {
         self.target = target
@@ -135,7 +140,7 @@ final class DownstreamConnection: @unchecked Sendable {
     var pipelining: Bool { capabilities.contains("PIPELINING") }
 
     static func connect(target: String, endpoint: DownstreamTarget.Endpoint, lmtp: Bool, helloName: String,
-                        group: EventLoopGroup, connectTimeout: Int, commandTimeout: Int) async throws -> DownstreamConnection {
+                        group: EventLoopGroup, connectTimeout: Int, commandTimeout: Int, tls: DownstreamTLS? = nil) async throws -> DownstreamConnection {
         let handler = SMTPClientHandler()
         let channel: Channel
         do {
@@ -165,19 +170,47 @@ final class DownstreamConnection: @unchecked Sendable {
             let greeting = try await channel.eventLoop.flatSubmit { handler.greeting! }.get()
             timer.cancel()
             guard greeting.code == 220 else { throw DownstreamError.badGreeting(greeting) }
-            var ehlo = try await conn.command("\(lmtp ? "LHLO" : "EHLO") \(helloName)\r\n", timeout: commandTimeout)
-            if ehlo.code != 250 && lmtp { throw DownstreamError.badGreeting(ehlo) }
-            if ehlo.code != 250 {
-                ehlo = try await conn.command("HELO \(helloName)\r\n", timeout: commandTimeout)
-                guard ehlo.code == 250 else { throw DownstreamError.badGreeting(ehlo) }
-            } else {
-                conn.capabilities = Set(ehlo.lines.dropFirst().map { $0.split(separator: " ").first.map { $0.uppercased() } ?? "" })
-            }
+            try await conn.greet(helloName: helloName, timeout: commandTimeout)
+            if let tls, case .tcp(let host, _) = endpoint { try await conn.startTLS(tls, host: host, helloName: helloName, timeout: commandTimeout) }
         } catch {
             channel.close(promise: nil)
             throw error
         }
         return conn
+    }
+
+    /// EHLO (LHLO), or HELO when EHLO is refused; learns the capabilities.
+    func greet(helloName: String, timeout: Int) async throws {
+        var ehlo = try await command("\(lmtp ? "LHLO" : "EHLO") \(helloName)\r\n", timeout: timeout)
+        if ehlo.code != 250 && lmtp { throw DownstreamError.badGreeting(ehlo) }
+        if ehlo.code != 250 {
+            ehlo = try await command("HELO \(helloName)\r\n", timeout: timeout)
+            guard ehlo.code == 250 else { throw DownstreamError.badGreeting(ehlo) }
+            capabilities = []
+        } else {
+            capabilities = Set(ehlo.lines.dropFirst().map { $0.split(separator: " ").first.map { $0.uppercased() } ?? "" })
+        }
+    }
+
+    /// STARTTLS when offered (required: or no connection), then EHLO again. A failed
+    /// handshake or certificate check fails the EHLO's reply, and so the connection.
+    func startTLS(_ tls: DownstreamTLS, host: String, helloName: String, timeout: Int) async throws {
+        let required = tls.config.mode == .required
+        guard capabilities.contains("STARTTLS") else {
+            if required { throw DownstreamError.tlsUnavailable("\(target) does not offer STARTTLS") }
+            return
+        }
+        let r = try await command("STARTTLS\r\n", timeout: timeout)
+        guard r.code == 220 else {
+            if required { throw DownstreamError.tlsUnavailable("\(target) answered STARTTLS with \(r.summary)") }
+            return
+        }
+        try await tls.start(on: channel, host: host)
+        do { try await greet(helloName: helloName, timeout: timeout) } catch {
+            throw DownstreamError.tlsUnavailable("handshake with \(target) failed: \(error)")
+        }
+        encrypted = true
+        tlsVerified = tls.config.verifies
     }
 
     /// Registers `n` reply promises, writes `bytes` (if any), and waits for the replies.

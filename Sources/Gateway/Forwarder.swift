@@ -59,9 +59,12 @@ public final class Forwarder: @unchecked Sendable {
 
     /// Some target speaks LMTP (one reply per recipient after the dot).
     let hasLMTPTarget: Bool
+    /// STARTTLS toward the targets, when configured.
+    let tls: DownstreamTLS?
 
-    public init(config: DownstreamConfig, helloName: String, group: EventLoopGroup) {
+    public init(config: DownstreamConfig, helloName: String, group: EventLoopGroup) throws {
         self.config = config
+        self.tls = try DownstreamTLS(config.tls)
         self.targets = config.targets.compactMap { s in DownstreamTarget(s).map { (s, $0) } }
         self.hasLMTPTarget = targets.contains { if case .lmtp = $0.1 { return true } else { return false } }
         self.helloName = helloName
@@ -136,7 +139,7 @@ public final class Forwarder: @unchecked Sendable {
     private func checkout(_ name: String, _ endpoint: DownstreamTarget.Endpoint, lmtp: Bool) async throws -> (DownstreamConnection, Bool) {
         if let c = popIdle(name) { return (c, true) }
         let c = try await DownstreamConnection.connect(target: name, endpoint: endpoint, lmtp: lmtp, helloName: helloName, group: group,
-                                                       connectTimeout: config.connectTimeout, commandTimeout: config.commandTimeout)
+                                                       connectTimeout: config.connectTimeout, commandTimeout: config.commandTimeout, tls: tls)
         lock.withLock { capabilities[name] = c.capabilities }
         return (c, false)
     }

@@ -248,7 +248,7 @@ public final class GatewayServer: @unchecked Sendable {
         self.extraChecks = extraChecks.map { PolicyCheck($0, onError: onError) }
         let hello = config.listeners.first?.resolvedHelloName ?? "localhost"
         self.shared = GatewayShared(config: config, log: log,
-                                    forwarder: Forwarder(config: config.downstream, helloName: hello, group: group),
+                                    forwarder: try Forwarder(config: config.downstream, helloName: hello, group: group),
                                     authenticator: try config.auth.passwdFile.map { try Authenticator(config.auth, path: $0) },
                                     authFailureLine: authFailureLine)
         self.resolver = GatewayServer.makeResolver(config.dns, group: group)
