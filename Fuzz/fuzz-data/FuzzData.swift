@@ -45,6 +45,10 @@ public func fuzzData(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                     framer.dataReplySent()
                     inData = true
                 }
+                // As the server does when it refuses STARTTLS: what followed is framed.
+                if framer.held { framer.release() }
+            case .tls:
+                preconditionFailure("the framer alone never reports a handshake")
             }
         }
         precondition(buffer.readableBytes <= 100 + chunk, "the framer buffered past its limit")

@@ -514,6 +514,9 @@ public enum ConfigLoader {
                 default: break
                 }
             }
+            if d.tls.mode == .required, let u = d.targets.first(where: { $0.hasPrefix("lmtp:unix:") }) {
+                fail(n, "downstream tls: required cannot be honoured toward the unix socket '\(u)' (no STARTTLS on a local socket)")
+            }
         }
 
         mutating func readLog(_ n: Node, into l: inout LogConfig) {

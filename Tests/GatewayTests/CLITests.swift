@@ -65,7 +65,11 @@ import Testing
         #expect(text.contains("::::::addresses=a@example.org,al@example.net\nbob:{SHA512-CRYPT}$6$"), "\(text)")
         #expect(!text.contains("first-pw"))
         let mode = try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int
-        #expect(mode == 0o600)
+        #expect(mode == 0o644, "an existing file keeps its mode")
+        let fresh = dir + "/fresh"
+        let (s0, _) = try await runProgram("/bin/sh", ["-c", "printf 'pw\\n' | '\(bin)' user add '\(fresh)' carol"])
+        #expect(s0 == 0)
+        #expect(try FileManager.default.attributesOfItem(atPath: fresh)[.posixPermissions] as? Int == 0o600, "a new one is 0600")
         let (s3, _) = try await runProgram("/bin/sh", ["-c", "printf 'second-pw\\n' | '\(bin)' user passwd '\(file)' alice"])
         #expect(s3 == 0)
         let f = try PasswdFileReader.load(file)

@@ -84,6 +84,25 @@ import Testing
         down.stop()
     }
 
+    /// RFC 3207 lets STARTTLS end a pipelined group: the replies owed to the commands
+    /// before it are not its answer. A refused STARTTLS releases what followed it at once.
+    @Test func starttlsAtTheEndOfAPipelinedGroupAndARefusedOne() async throws {
+        let down = try await RecordingDownstream.start()
+        let certs = try await TestCertificates()
+        let gw = try await Self.gateway(down, certs)
+        let d = try await Client.dialogue(port: gw.port, [.send("EHLO client.example.net\r\n", replies: 1),
+                                                          .send("NOOP\r\nRSET\r\nSTARTTLS\r\n", replies: 3), .tls(cafile: certs.caFile),
+                                                          .send("EHLO client.example.net\r\n", replies: 1), .send("QUIT\r\n", replies: 1)])
+        #expect(d.replies[1] == ["250 2.0.0 OK", "250 2.0.0 Reset OK", "220 2.0.0 Ready to start TLS"], "\(d.replies)")
+        #expect(d.tls.first?["version"] == "TLSv1.3", "\(d.tls)")
+        #expect(d.replies[2].first?.hasPrefix("250-gw.test Hello") == true, "\(d.replies)")
+        let r = try await Client.dialogue(port: gw.port, [.send("EHLO client.example.net\r\n", replies: 1),
+                                                          .send("STARTTLS now\r\nNOOP\r\n", replies: 2), .send("QUIT\r\n", replies: 1)])
+        #expect(r.replies[1] == ["501 5.5.4 Syntax: STARTTLS takes no arguments", "250 2.0.0 OK"], "\(r.replies)")
+        await gw.stop()
+        down.stop()
+    }
+
     @Test func tlsRequiredRefusesMAILInPlaintext() async throws {
         let down = try await RecordingDownstream.start()
         let certs = try await TestCertificates()

@@ -133,16 +133,34 @@ public struct PasswdFile: Sendable {
         }.joined(separator: "\n") + "\n"
     }
 
-    /// Writes the file whole, readable by its owner only, replacing the old one atomically.
+    /// Writes the file whole and replaces the old one atomically: the new file is created
+    /// 0600 (never readable by others, even for a moment), takes the old file's owner, group
+    /// and mode when there was one, and is fsynced before the rename (and the directory after).
     public func write(to path: String) throws {
         let tmp = path + ".tmp-\(getpid())"
-        guard FileManager.default.createFile(atPath: tmp, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
-            throw PasswdFileError(["\(tmp): cannot write"])
+        let fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw PasswdFileError(["\(tmp): cannot create: \(String(cString: strerror(errno)))"]) }
+        var old = stat()
+        if stat(path, &old) == 0 {
+            _ = fchown(fd, old.st_uid, old.st_gid)
+            _ = fchmod(fd, old.st_mode & 0o777)
         }
-        guard rename(tmp, path) == 0 else {
+        let bytes = Array(text.utf8)
+        var written = 0
+        while written < bytes.count {
+            let n = bytes[written...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            written += n
+        }
+        let synced = written == bytes.count && fsync(fd) == 0
+        close(fd)
+        guard synced, rename(tmp, path) == 0 else {
+            let why = String(cString: strerror(errno))
             unlink(tmp)
-            throw PasswdFileError(["\(path): cannot replace: \(String(cString: strerror(errno)))"])
+            throw PasswdFileError(["\(path): cannot replace: \(why)"])
         }
+        let dir = open((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent, O_RDONLY)
+        if dir >= 0 { _ = fsync(dir); close(dir) }
     }
 }
 

@@ -57,6 +57,9 @@ public struct SMTPInboundFramer: Sendable {
     /// True while chunk data is being handed on.
     public var inChunk: Bool { if case .chunk = mode { return true } else { return false } }
 
+    /// The next line is read as a command (not message text, chunk data, or held).
+    public var readingCommands: Bool { mode == .commands }
+
     /// True from a STARTTLS command line until `release` or `reset`.
     public var held: Bool { mode == .held }
 
@@ -117,7 +120,7 @@ public struct SMTPInboundFramer: Sendable {
     static func isDataCommand(_ line: SMTPLine) -> Bool { hasVerb(line, "DATA") }
 
     /// `verb` (upper case ASCII) alone or followed by a space, in any case.
-    static func hasVerb(_ line: SMTPLine, _ verb: String) -> Bool {
+    public static func hasVerb(_ line: SMTPLine, _ verb: String) -> Bool {
         let v = line.bytes.readableBytesView
         let n = verb.utf8.count
         guard v.count >= n else { return false }

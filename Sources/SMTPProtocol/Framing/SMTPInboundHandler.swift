@@ -6,7 +6,8 @@ import NIOCore
 ///
 /// STARTTLS (RFC 3207) without plaintext injection (CVE-2011-0411): after a STARTTLS line
 /// the framer holds everything that follows. When the server's next reply is a 220, that
-/// reply is written and, in the same event-loop step, the octets held are thrown away, the
+/// reply (the first reply after those owed to commands pipelined before STARTTLS, RFC 3207
+/// letting STARTTLS end a group) is written and, in the same event-loop step, the octets held are thrown away, the
 /// framer starts over and `startTLS` puts the TLS handler in front of this one: nothing the
 /// client sent in plaintext after STARTTLS is ever read as a command, whether it came in
 /// the same segment or later, and nothing sent after the 220 reaches the framer without
@@ -31,6 +32,10 @@ public final class SMTPInboundHandler: ChannelDuplexHandler, RemovableChannelHan
     private var greeted = false
     /// Octets thrown away at the last STARTTLS, reported with the handshake's outcome.
     private var discarded = 0
+    /// Command lines handed on and not yet answered (at least one reply each), and how
+    /// many of them came before the STARTTLS line being held: their replies are not its answer.
+    private var unanswered = 0
+    private var beforeSTARTTLS = 0
 
     public init(maxLineLength: Int = 1000, startTLS: ((ChannelHandlerContext) throws -> Void)? = nil) {
         framer = SMTPInboundFramer(maxLineLength: maxLineLength)
@@ -48,7 +53,13 @@ public final class SMTPInboundHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     private func frame(context: ChannelHandlerContext, _ input: inout ByteBuffer) {
-        while let item = framer.next(&input) {
+        while true {
+            let command = framer.readingCommands
+            guard let item = framer.next(&input) else { break }
+            if command, case .line = item {
+                if framer.held { beforeSTARTTLS = unanswered }
+                unanswered += 1
+            }
             context.fireChannelRead(wrapInboundOut(item))
         }
         guard input.readableBytes > 0 else { return }
@@ -64,13 +75,20 @@ public final class SMTPInboundHandler: ChannelDuplexHandler, RemovableChannelHan
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let reply = unwrapOutboundIn(data)
         defer { greeted = true }
+        if greeted { unanswered = max(0, unanswered - 1) }
         if reply.readableBytesView.starts(with: "354".utf8) { framer.dataReplySent() }
         guard greeted, framer.held else { return context.write(data, promise: promise) }
+        // A reply to a command pipelined before STARTTLS: still holding.
+        if beforeSTARTTLS > 0 {
+            beforeSTARTTLS -= 1
+            return context.write(data, promise: promise)
+        }
         if reply.readableBytesView.starts(with: "220".utf8), let startTLS {
             context.writeAndFlush(data, promise: promise)
             discarded = pending?.readableBytes ?? 0
             pending = nil
             framer.reset()
+            unanswered = 0
             do { try startTLS(context) } catch {
                 context.fireErrorCaught(error)
                 context.close(promise: nil)
@@ -82,6 +100,8 @@ public final class SMTPInboundHandler: ChannelDuplexHandler, RemovableChannelHan
         if var held = pending {
             pending = nil
             frame(context: context, &held)
+            // Not from a read: without this the async channel would hold them until the next one.
+            context.fireChannelReadComplete()
         }
     }
 

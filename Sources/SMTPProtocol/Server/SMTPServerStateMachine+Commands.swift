@@ -36,6 +36,9 @@ extension SMTPServerStateMachine {
             return refuse(currentStage, "protocol", "unrecognized", CommandError.unrecognized(verb).reply, "unrecognized command \(verb)")
         case .failure(.syntax(let r)):
             return refuse(currentStage, "protocol", "syntax", r, "bad syntax: \(String(text.prefix(100)))")
+        case .success(.starttls) where !SMTPInboundFramer.hasVerb(line, "STARTTLS"):
+            // Upper-cased to STARTTLS only by Unicode rules: the framer did not hold for it.
+            return refuse(currentStage, "protocol", "unrecognized", CommandError.unrecognized("STARTTLS").reply, "STARTTLS spelt outside ASCII")
         case .success(let c):
             if let tooMuch = countJunk(c) { return tooMuch }
             return dispatch(c)
