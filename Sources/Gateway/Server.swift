@@ -391,11 +391,7 @@ public final class GatewayServer: @unchecked Sendable {
     func policyFingerprint() -> String {
         var files = Set(policies.current.values.flatMap(\.files))
         for l in config.listeners { if let p = config.policyPath(for: l) { files.insert(p) } }
-        return files.sorted().map { f in
-            var st = stat()
-            guard stat(f, &st) == 0 else { return "\(f):-" }
-            return "\(f):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
-        }.joined(separator: "|")
+        return files.sorted().map(FileStamp.of).joined(separator: "|")
     }
 
     /// Raises RLIMIT_NOFILE to its hard limit and logs it (`mailgate serve` calls it once at

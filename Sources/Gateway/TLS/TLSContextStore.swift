@@ -77,11 +77,7 @@ public final class TLSContextStore: Sendable {
     }
 
     static func stamp(_ config: ListenerTLSConfig) -> [String] {
-        config.certificates.flatMap { [$0.certificate, $0.key] }.map { path in
-            var st = stat()
-            guard stat(path, &st) == 0 else { return "\(path):missing" }
-            return "\(path):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
-        }
+        config.certificates.flatMap { [$0.certificate, $0.key] }.map(FileStamp.of)
     }
 }
 
