@@ -128,6 +128,8 @@ final class DownstreamConnection: @unchecked Sendable {
     /// The connection went through STARTTLS (and, when `tlsVerified`, its certificate was checked).
     private(set) var encrypted = false
     private(set) var tlsVerified = false
+    /// For the transaction record: `plaintext`, `tls` or `tls-verified`.
+    var tlsState: String { encrypted ? (tlsVerified ? "tls-verified" : "tls") : "plaintext" }
 
     private init(target: String, channel: Channel, handler: SMTPClientHandler, lmtp: Bool) {
         self.target = target

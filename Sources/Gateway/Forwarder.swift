@@ -40,6 +40,9 @@ public struct DeliveryOutcome: Sendable {
     public var detail: String
     /// An LMTP downstream's reply for each recipient, in order.
     public var perRecipient: [SMTPReply]? = nil
+    /// How the connection that carried (or refused) the message was protected:
+    /// `plaintext`, `tls` or `tls-verified`; nil for a maildir or no connection.
+    public var downstreamTLS: String? = nil
 }
 
 /// Forwards accepted messages to the downstream targets in order. A target that fails
@@ -119,7 +122,9 @@ public final class Forwarder: @unchecked Sendable {
                 guard let relay = target.relay else { continue }
                 do {
                     let outcome = try await withConnection(name, relay.endpoint, lmtp: relay.lmtp) { conn in
-                        try await transaction(env, prefix: prefix, spool: spool, conn: conn)
+                        var o = try await transaction(env, prefix: prefix, spool: spool, conn: conn)
+                        o.downstreamTLS = conn.tlsState
+                        return o
                     }
                     // Once the dot is out the outcome is final, whatever it is: no other target
                     // is tried, so no message is sent twice.
@@ -151,6 +156,23 @@ public final class Forwarder: @unchecked Sendable {
     public func allTargetsOffer(_ keyword: String) -> Bool {
         guard !targets.isEmpty, targets.allSatisfy({ $0.1.relay != nil }) else { return false }
         return lock.withLock { targets.allSatisfy { capabilities[$0.0]?.contains(keyword) == true } }
+    }
+
+    /// RFC 8689 §4.2.1: a REQUIRETLS message may only go on over TLS with a verified
+    /// certificate, to a relay that offers REQUIRETLS itself (an LMTP target and a maildir
+    /// are final delivery and need not). True when every target can take one that way
+    /// (relay capabilities as learnt by `allTargetsOffer`).
+    public var honoursREQUIRETLS: Bool {
+        let verifiedTLS = tls.map { $0.config.mode == .required && $0.config.verifies } ?? false
+        return !targets.isEmpty && lock.withLock {
+            targets.allSatisfy { name, target in
+                switch target {
+                case .maildir: return true
+                case .lmtp: return verifiedTLS
+                case .smtp: return verifiedTLS && capabilities[name]?.contains("REQUIRETLS") == true
+                }
+            }
+        }
     }
 
     private func popIdle(_ name: String) -> DownstreamConnection? {
@@ -236,6 +258,13 @@ public final class Forwarder: @unchecked Sendable {
                                        target: conn.target, detail: "downstream lacks SMTPUTF8")
             }
             mail += " SMTPUTF8"
+        }
+        if env.parameters.requireTLS {
+            if let refusal = Self.requireTLSRefusal(conn) {
+                checkin(conn)
+                return refusal
+            }
+            if conn.capabilities.contains("REQUIRETLS") { mail += " REQUIRETLS" }
         }
         let commands = [mail] + env.recipients.indices.map { i in
             "RCPT TO:<\(env.recipients[i])>" + (dsn && i < env.recipientParameters.count ? env.recipientParameters[i].wire : "")
@@ -356,6 +385,21 @@ public final class Forwarder: @unchecked Sendable {
             o.reply = SMTPReply(451, "4.3.0", "Downstream took \(ok) of \(replies.count) recipients (\(firstFailure.summary)); try again later")
         }
         return o
+    }
+
+    /// Why a REQUIRETLS message cannot go on over this connection (RFC 8689 §4.2.1, §5), or
+    /// nil. Without a verified certificate (a configuration changed under a session) it is a
+    /// tempfail; a relay that no longer offers REQUIRETLS gets the RFC's 5.7.30.
+    static func requireTLSRefusal(_ conn: DownstreamConnection) -> DeliveryOutcome? {
+        guard conn.encrypted, conn.tlsVerified else {
+            return DeliveryOutcome(kind: .tempfailed, reply: SMTPReply(451, "4.7.30", "REQUIRETLS: no verified TLS to the downstream, try again later"),
+                                   target: conn.target, detail: "REQUIRETLS message, downstream connection not TLS-verified; not sent")
+        }
+        guard conn.lmtp || conn.capabilities.contains("REQUIRETLS") else {
+            return DeliveryOutcome(kind: .rejected, reply: SMTPReply(550, "5.7.30", "REQUIRETLS support required but the next hop does not offer it"),
+                                   target: conn.target, detail: "REQUIRETLS message, downstream does not offer REQUIRETLS; not sent")
+        }
+        return nil
     }
 
     /// Our own copy could not be read back: nothing was delivered, the target is not blamed.

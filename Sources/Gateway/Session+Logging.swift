@@ -63,11 +63,14 @@ extension Session {
             if let n = tls.serverName { o.append(("sni", .string(n))) }
             f.append(("tls", .object(o)))
         }
+        if let user = machine.authUser { f.append(("auth_user", .string(user.name))) }
+        if t.parameters.requireTLS { f.append(("requiretls", .bool(true))) }
         if t.chunked { f.append(("chunked", .bool(true))) }
         if let dsn = Self.dsnFields(t) { f.append(("dsn", dsn)) }
         if let d = delivery {
             var down: [(String, JSONValue)] = [("target", .string(d.target)), ("result", .string(d.kind.rawValue)), ("reply", .string(d.detail))]
             if let each = d.perRecipient { down.append(("recipients", .array(each.map { .string($0.summary) }))) }
+            if let tls = d.downstreamTLS { down.append(("tls", .string(tls))) }
             f.append(("downstream", .object(down)))
         }
         delivery = nil

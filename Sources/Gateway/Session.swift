@@ -56,6 +56,7 @@ final class Session {
         var mc = listener.machineConfiguration(helloName: helloName, client: ip, unix: unix, gateway: config,
                                                lmtpTarget: shared.forwarder.hasLMTPTarget)
         mc.offersDSN = shared.forwarder.allTargetsOffer("DSN")
+        mc.offersREQUIRETLS = shared.forwarder.honoursREQUIRETLS
         self.machine = SMTPServerStateMachine(configuration: mc, sessionID: id)
         var c = CheckContext(sessionID: id, listener: listener.name, clientIP: ip, clientPort: port,
                              clientAuthorized: mc.clientTrusted, maxMessageSize: listener.maxMessageOctets)

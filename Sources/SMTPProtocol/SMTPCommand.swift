@@ -24,11 +24,13 @@ public struct MailParameters: Hashable, Sendable {
     public var ret: String?
     /// RFC 3461 ENVID, xtext as given.
     public var envid: String?
+    /// RFC 8689 REQUIRETLS: every hop on from here must be TLS with a verified certificate.
+    public var requireTLS = false
 
     public init() {}
 
     /// Parameters that need an ESMTP greeting.
-    public var needsESMTP: Bool { size != nil || body != nil || smtpUTF8 || ret != nil || envid != nil }
+    public var needsESMTP: Bool { size != nil || body != nil || smtpUTF8 || ret != nil || envid != nil || requireTLS }
 }
 
 /// A parsed command line.
@@ -92,9 +94,12 @@ public struct CommandParserOptions: Sendable {
     public var addressBracketsEnforcement = true
     /// RFC 3461 parameters (RET, ENVID, NOTIFY, ORCPT) are taken: DSN is advertised.
     public var dsn = false
-    public init(addressBracketsEnforcement: Bool = true, dsn: Bool = false) {
+    /// RFC 8689's REQUIRETLS parameter is taken: REQUIRETLS is advertised.
+    public var requireTLS = false
+    public init(addressBracketsEnforcement: Bool = true, dsn: Bool = false, requireTLS: Bool = false) {
         self.addressBracketsEnforcement = addressBracketsEnforcement
         self.dsn = dsn
+        self.requireTLS = requireTLS
     }
 }
 
@@ -218,6 +223,9 @@ public enum CommandParser {
                     return .failure(.syntax(SMTPReply(501, "5.5.4", "Bad ENVID parameter")))
                 }
                 mp.envid = String(v)
+            case "REQUIRETLS" where options.requireTLS:
+                guard v == nil, !mp.requireTLS else { return .failure(.syntax(SMTPReply(501, "5.5.4", "REQUIRETLS takes no value"))) }
+                mp.requireTLS = true
             default:
                 return .failure(.syntax(SMTPReply(555, "5.5.4", "Unsupported MAIL parameter \(k.prefix(32))")))
             }

@@ -27,6 +27,18 @@ import SMTPProtocol
         #expect(MachineHarness().machine.extensions.contains("STARTTLS") == false)
     }
 
+    @Test func requireTLSIsOfferedAndTakenOnlyUnderTLS() {
+        var h = Self.offering { $0.offersREQUIRETLS = true }
+        #expect(h.send("EHLO client.example.net").first?.lines.contains("REQUIRETLS") == false)
+        #expect(h.send("MAIL FROM:<a@example.net> REQUIRETLS").map(\.summary) == ["555 5.5.4 Unsupported MAIL parameter REQUIRETLS"])
+        h.send("STARTTLS")
+        h.feed(.tlsEstablished(Self.info))
+        #expect(h.send("EHLO client.example.net").first?.lines.contains("REQUIRETLS") == true)
+        #expect(h.send("MAIL FROM:<a@example.net> REQUIRETLS=yes").map(\.summary) == ["501 5.5.4 REQUIRETLS takes no value"])
+        h.send("MAIL FROM:<a@example.net> REQUIRETLS")
+        #expect(h.machine.transaction?.parameters.requireTLS == true)
+    }
+
     @Test func aCommandDuringTheHandshakeIsNeverRead() {
         var h = Self.offering()
         h.send("EHLO client.example.net", "STARTTLS")

@@ -26,6 +26,9 @@ public struct SMTPServerConfiguration: Sendable {
     /// Advertise DSN (RFC 3461) and take its parameters: the downstream offers it and they
     /// are passed on unchanged.
     public var offersDSN = false
+    /// Advertise REQUIRETLS (RFC 8689) on encrypted sessions and take its MAIL parameter:
+    /// every downstream hop is TLS with a verified certificate and honours it.
+    public var offersREQUIRETLS = false
     /// Offer STARTTLS (RFC 3207) while the session is not encrypted.
     public var offersSTARTTLS = false
     /// MAIL needs TLS first (530 5.7.0).

@@ -25,6 +25,7 @@ extension SMTPServerStateMachine {
         let text = String(decoding: line.bytes.readableBytesView, as: UTF8.self)
         var options = configuration.parserOptions
         options.dsn = configuration.offersDSN
+        options.requireTLS = offersREQUIRETLS
         switch CommandParser.parse(text, options: options, transactionUTF8: transaction?.parameters.smtpUTF8 ?? false) {
         case .failure(.unrecognized(let verb)):
             if Self.foreignVerbs.contains(verb) {
@@ -126,8 +127,12 @@ extension SMTPServerStateMachine {
         let size = configuration.maxMessageSize > 0 ? "SIZE \(configuration.maxMessageSize)" : "SIZE"
         let starttls = configuration.offersSTARTTLS && tls == nil ? ["STARTTLS"] : []
         return ["PIPELINING", size, "8BITMIME", "CHUNKING", "ENHANCEDSTATUSCODES", "SMTPUTF8"] + (configuration.offersDSN ? ["DSN"] : [])
-            + starttls + (announcesAuth ? ["AUTH PLAIN LOGIN"] : []) + ["HELP"]
+            + starttls + (offersREQUIRETLS ? ["REQUIRETLS"] : []) + (announcesAuth ? ["AUTH PLAIN LOGIN"] : []) + ["HELP"]
     }
+
+    /// RFC 8689 §4.1: REQUIRETLS is offered (and its parameter taken) only once the session
+    /// itself is encrypted, and only where the gateway can keep the promise downstream.
+    var offersREQUIRETLS: Bool { configuration.offersREQUIRETLS && tls != nil }
 
     // MARK: MAIL
 
