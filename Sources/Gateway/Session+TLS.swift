@@ -9,6 +9,7 @@ extension Session {
         idle.setBusy(true)
         switch item {
         case .success(.tls(let info)):
+            run.restartAfterTLS()
             await feed(.tlsEstablished(info))
         case .success:
             await feed(.tlsFailed("internal error: input before the TLS handshake completed"))

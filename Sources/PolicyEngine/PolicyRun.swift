@@ -50,13 +50,21 @@ public final class PolicyRun {
         var reason: String?
     }
 
-    var sessionFacts: [String: FactValue] = [:]
+    /// What each part of the session learnt: the connect stage's holds for the whole
+    /// connection; the HELO stage's until STARTTLS starts the session over; the
+    /// transaction's until it ends.
+    var connectFacts: [String: FactValue] = [:]
+    var heloFacts: [String: FactValue] = [:]
     var transactionFacts: [String: FactValue] = [:]
-    public private(set) var sessionScore = 0.0
+    private(set) var connectScore = 0.0
+    private(set) var heloScore = 0.0
     public private(set) var transactionScore = 0.0
-    var sessionAccepted = false
+    var connectAccepted = false
+    var heloAccepted = false
     var transactionAccepted = false
     var deferred: Deferred?
+    /// `deferred` as the connect stage left it, for a session started over after STARTTLS.
+    var deferredAfterConnect: Deferred?
     /// The verified reverse name, once a check has found it.
     var clientPTR: String?
 
@@ -66,7 +74,9 @@ public final class PolicyRun {
         self.isLocalDomain = isLocalDomain
     }
 
+    public var sessionScore: Double { connectScore + heloScore }
     public var score: Double { sessionScore + transactionScore }
+    var sessionAccepted: Bool { connectAccepted || heloAccepted }
 
     /// A new MAIL FROM.
     public func beginTransaction() {
@@ -78,13 +88,24 @@ public final class PolicyRun {
 
     public func endTransaction() { beginTransaction() }
 
+    /// After STARTTLS the session starts over (RFC 3207 §4.2): what the HELO stage, the
+    /// transaction and any AUTH decided is forgotten; what the connect stage decided about
+    /// the client's address stands, a rejection it deferred included.
+    public func restartAfterTLS() {
+        beginTransaction()
+        heloFacts = [:]
+        heloScore = 0
+        heloAccepted = false
+        deferred = deferredAfterConnect
+    }
+
     /// A successful AUTH: a deferred rejection no longer applies.
     public func authenticated() {
         deferred = nil
     }
 
     func fact(_ name: String, _ ctx: CheckContext) -> FactValue? {
-        if let v = transactionFacts[name] ?? sessionFacts[name] { return v }
+        if let v = transactionFacts[name] ?? heloFacts[name] ?? connectFacts[name] { return v }
         return SessionFacts.value(name, ctx, localDomains: isLocalDomain)
     }
 
@@ -177,7 +198,11 @@ public final class PolicyRun {
             candidate = (r.action, checkVerdicts.count - 1, r.reason, r.deferTo)
             break
         }
-        if stage <= .helo { sessionFacts.merge(stageFacts) { _, new in new } } else { transactionFacts.merge(stageFacts) { _, new in new } }
+        switch stage {
+        case .connect: connectFacts.merge(stageFacts) { _, new in new }
+        case .helo: heloFacts.merge(stageFacts) { _, new in new }
+        default: transactionFacts.merge(stageFacts) { _, new in new }
+        }
 
         // 2. Rules, in order, until one decides.
         var ruleVerdicts: [PolicyVerdict] = []
@@ -319,10 +344,19 @@ public final class PolicyRun {
         }
         if case .accept = final {
             deferred = nil
-            if stage <= .helo { sessionAccepted = true } else if stage != .rcpt { transactionAccepted = true }
+            switch stage {
+            case .connect: connectAccepted = true
+            case .helo: heloAccepted = true
+            case .rcpt: break
+            default: transactionAccepted = true
+            }
         }
         let stageScore = ctx.score - score
-        if stage <= .helo { sessionScore += stageScore } else { transactionScore += stageScore }
+        switch stage {
+        case .connect: connectScore += stageScore; deferredAfterConnect = deferred
+        case .helo: heloScore += stageScore
+        default: transactionScore += stageScore
+        }
         for v in verdicts { record(v) }
         decision.action = final
         return decision

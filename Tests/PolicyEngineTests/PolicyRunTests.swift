@@ -166,6 +166,34 @@ import SMTPProtocol
         #expect(run.score == 2)
     }
 
+    /// STARTTLS starts the session over: the HELO stage's score, facts and accept are
+    /// forgotten (the client greets again and is judged again), the connect stage's stand,
+    /// and a connect-stage rejection deferred to RCPT returns even if AUTH had cleared it.
+    @Test func aRestartAfterTLSForgetsTheHeloStageAndKeepsTheConnectStage() async throws {
+        let d = try PolicyDir.rules("""
+        rule near at connect when client.ip in "198.51.100.0/24" score +2
+        rule listed at connect when client.ip in "198.51.100.0/24" reject 550 5.7.1 "listed"
+        rule named at helo when helo.name matches "*.example.net" score +1.5
+        rule lab at helo when helo.name == "lab.example.net" accept
+        """, policy: "deferRejection: rcpt\n")
+        let run = PolicyRun(policy: try d.load(), isLocalDomain: { _ in true })
+        var ctx = CheckContext(sessionID: "s", listener: "l", clientIP: IPAddress("198.51.100.1")!, clientPort: 1, clientAuthorized: false, maxMessageSize: 0)
+        _ = await run.run(.connect, context: ctx) { _ in }
+        ctx.helo = "lab.example.net"
+        _ = await run.run(.helo, context: ctx) { _ in }
+        #expect(run.score == 3.5)
+        run.authenticated()
+        run.restartAfterTLS()
+        #expect(run.score == 2)
+        // Greeted again: counted once, and the pre-TLS accept no longer shields the session.
+        ctx.helo = "other.example.net"
+        _ = await run.run(.helo, context: ctx) { _ in }
+        #expect(run.score == 3.5)
+        ctx.recipient = Mailbox(localPart: "bob", domain: "example.org")
+        let rcpt = await run.run(.rcpt, context: ctx) { _ in }
+        #expect(rcpt.action.reply?.summary == "550 5.7.1 listed")
+    }
+
     /// Out of descriptors or DNS capacity is the gateway's own trouble: a tempfail, never a
     /// pass, whatever onError says.
     @Test func aLocalResourceFailureIsNeverAPass() async throws {
