@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Gateway
+import SMTPProtocol
 
 /// SMTP AUTH through real sockets: swaks with STARTTLS and implicit TLS, a passwd-file made
 /// by `PasswdFile`/`PasswordHash` (libxcrypt), brute force locked out across connections
@@ -165,5 +166,28 @@ import Testing
             _ = try GatewayServer(config: c, log: gw.log)
         }
         down.stop()
+    }
+
+    /// The anvil counts an IPv6 client by its /64 and an IPv4 one by its address, reserves
+    /// each attempt before its hash is checked (parallel connections cannot exceed the
+    /// limit) and forgets after the window.
+    @Test func theLimiterCountsSlash64sAndReservesAttempts() {
+        let l = AuthLimiter(limit: 3, window: .seconds(60))
+        let t0 = ContinuousClock.now
+        let a = IPAddress("2001:db8:1:2::1")!, b = IPAddress("2001:db8:1:2:ffff::9")!, other = IPAddress("2001:db8:1:3::1")!
+        #expect(AuthLimiter.key(a) == AuthLimiter.key(b))
+        #expect(AuthLimiter.key(IPAddress("192.0.2.1")!) != AuthLimiter.key(IPAddress("192.0.2.2")!))
+        // Three attempts in flight at once use the whole allowance.
+        #expect(l.reserve(a, now: t0) && l.reserve(b, now: t0) && l.reserve(a, now: t0))
+        #expect(!l.reserve(b, now: t0), "a fourth parallel attempt from the same /64")
+        #expect(l.reserve(other, now: t0))
+        l.settle(a, failed: false, now: t0)
+        #expect(l.reserve(a, now: t0), "a settled success frees its slot")
+        for _ in 0..<3 { l.settle(a, failed: true, now: t0) }
+        #expect(l.isLockedOut(b, now: t0))
+        #expect(!l.reserve(b, now: t0))
+        #expect(!l.isLockedOut(other, now: t0))
+        #expect(!l.isLockedOut(b, now: t0 + .seconds(61)))
+        #expect(l.reserve(b, now: t0 + .seconds(61)))
     }
 }

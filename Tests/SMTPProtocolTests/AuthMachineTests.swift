@@ -96,9 +96,13 @@ import SMTPProtocol
         #expect(h.send(wrong).map(\.summary) == ["535 5.7.8 Authentication credentials invalid", "421 4.7.0 Too many authentication failures, closing connection"])
         #expect(h.closed == .tooManyErrors)
         #expect(h.failures == 3, "each failure is told for fail2ban")
-        var l = Self.session(check: .lockedOut)
+        // A locked-out client that keeps trying is closed like one that keeps guessing.
+        var l = Self.session(check: .lockedOut) { $0.maxAuthFailures = 2; $0.maxErrors = 10 }
         l.send("EHLO c.example.net")
-        #expect(l.send(wrong).map(\.summary) == ["454 4.7.0 Too many authentication failures from your address, try again later"])
+        let locked = "454 4.7.0 Too many authentication failures from your address, try again later"
+        #expect(l.send(wrong).map(\.summary) == [locked])
+        #expect(l.send(wrong).map(\.summary) == [locked, "421 4.7.0 Too many authentication failures, closing connection"])
+        #expect(l.closed == .tooManyErrors)
     }
 
     @Test func anAuthenticatedUserRelaysAndSendsOnlyAsItself() {

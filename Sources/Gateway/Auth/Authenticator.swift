@@ -13,8 +13,10 @@ final class Authenticator: Sendable {
     let path: String
     private let file: NIOLockedValueBox<PasswdFile>
     let limiter: AuthLimiter
-    /// Hashed for unknown users, so that they take as long as known ones.
-    private let decoy: String
+    /// Hashed for unknown users, so that they take as long as known ones: when the file has
+    /// users, one of their own hashes (same scheme, same cost; an unknown user never
+    /// matches, whatever the password), else a fresh default-scheme hash.
+    private let fallbackDecoy: String
 
     init(_ config: AuthConfig, path: String) throws {
         self.config = config
@@ -22,7 +24,7 @@ final class Authenticator: Sendable {
         file = NIOLockedValueBox(try PasswdFile.load(path: path))
         limiter = AuthLimiter(limit: config.maxFailuresPerClient, window: .seconds(config.failureWindow))
         let made = try PasswordHash.make(UUID().uuidString)
-        decoy = String(made[made.index(after: made.firstIndex(of: "}") ?? made.startIndex)...])
+        fallbackDecoy = String(made[made.index(after: made.firstIndex(of: "}") ?? made.startIndex)...])
     }
 
     func reload() throws {
@@ -31,18 +33,22 @@ final class Authenticator: Sendable {
     }
 
     func check(_ c: SMTPCredentials, client: IPAddress) async -> SMTPCredentialCheck {
-        if limiter.isLockedOut(client) { return .lockedOut }
-        let entry = file.withLockedValue { $0.entry(for: c.user) }
-        let hash = entry?.hash ?? decoy
+        guard limiter.reserve(client) else { return .lockedOut }
+        let (entry, decoy) = file.withLockedValue { ($0.entry(for: c.user), $0.entries.first?.hash) }
+        let hash = entry?.hash ?? decoy ?? fallbackDecoy
         let password = c.password
         let matched: Bool
         do {
             matched = try await NIOThreadPool.singleton.runIfActive { PasswordHash.verify(password, hash: hash) }
         } catch {
+            limiter.settle(client, failed: false)
             return .unavailable("the hashing threads are gone: \(error)")
         }
-        if matched, let entry { return .accepted(SMTPAuthenticatedUser(name: entry.user, addresses: entry.addresses)) }
-        limiter.recordFailure(client)
+        if matched, let entry {
+            limiter.settle(client, failed: false)
+            return .accepted(SMTPAuthenticatedUser(name: entry.user, addresses: entry.addresses))
+        }
+        limiter.settle(client, failed: true)
         try? await Task.sleep(for: .milliseconds(config.failureDelay))
         return .rejected
     }

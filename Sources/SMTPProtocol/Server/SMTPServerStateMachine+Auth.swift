@@ -81,22 +81,27 @@ extension SMTPServerStateMachine {
             let d = decision(currentStage, "auth", "success", "continue", nil, "\(cred)")
             return ready([.log(d), .send(SMTPReply(235, "2.7.0", "Authentication successful"))])
         case .rejected:
-            authFailures += 1
-            let r = SMTPReply(535, "5.7.8", "Authentication credentials invalid")
-            let out = authRefusal("failed", r, "\(cred): wrong password or unknown user (\(authFailures) in this session)", credentials: cred)
-            if authFailures >= configuration.maxAuthFailures && phase != .closed {
-                let bye = SMTPReply(421, "4.7.0", "Too many authentication failures, closing connection")
-                return ready(out) + [.log(decision(currentStage, "auth", "too-many-failures", "tempfail", bye,
-                                                   "\(authFailures) failed AUTH attempts (limit \(configuration.maxAuthFailures))")),
-                                     .send(bye), close(.tooManyErrors)]
-            }
-            return ready(out)
+            return authFailed("failed", SMTPReply(535, "5.7.8", "Authentication credentials invalid"),
+                              "\(cred): wrong password or unknown user", credentials: cred)
         case .lockedOut:
-            return ready(authRefusal("locked-out", SMTPReply(454, "4.7.0", "Too many authentication failures from your address, try again later"),
-                                     "\(cred): client address locked out after repeated failures", credentials: cred))
+            // Counted as a failure of this session too: a locked-out client that keeps
+            // trying is closed after maxAuthFailures, not answered forever.
+            return authFailed("locked-out", SMTPReply(454, "4.7.0", "Too many authentication failures from your address, try again later"),
+                              "\(cred): client address locked out after repeated failures", credentials: cred)
         case .unavailable(let why):
             return ready(authRefusal("error", SMTPReply(454, "4.7.0", "Temporary authentication failure"), "\(cred): \(why)"))
         }
+    }
+
+    /// A failed AUTH: refused, counted, and past maxAuthFailures in the session 421 and close.
+    mutating func authFailed(_ result: String, _ r: SMTPReply, _ reason: String, credentials cred: SMTPCredentials) -> [SMTPServerAction] {
+        authFailures += 1
+        let out = authRefusal(result, r, "\(reason) (\(authFailures) in this session)", credentials: cred)
+        guard authFailures >= configuration.maxAuthFailures && phase != .closed else { return ready(out) }
+        let bye = SMTPReply(421, "4.7.0", "Too many authentication failures, closing connection")
+        return ready(out) + [.log(decision(currentStage, "auth", "too-many-failures", "tempfail", bye,
+                                           "\(authFailures) failed AUTH attempts (limit \(configuration.maxAuthFailures))")),
+                             .send(bye), close(.tooManyErrors)]
     }
 
     /// A refused AUTH, logged (a failed check also as `authFailed`, for fail2ban).
