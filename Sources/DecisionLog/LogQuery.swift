@@ -40,14 +40,3 @@ public struct LogFilter: Sendable {
         return true
     }
 }
-
-public enum LogReader {
-    /// Calls `body` with each record (parsed) and its raw line, in file order.
-    public static func forEachRecord(path: String, _ body: ([String: Any], Substring) -> Void) throws {
-        let text = try String(contentsOfFile: path, encoding: .utf8)
-        for line in text.split(separator: "\n") {
-            guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { continue }
-            body(obj, line)
-        }
-    }
-}

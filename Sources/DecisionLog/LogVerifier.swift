@@ -14,6 +14,9 @@ public struct LogVerification: Sendable {
 
 public enum LogVerifier {
     public static func verify(path: String) throws -> LogVerification {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw LogFileError(path: path, reason: String(cString: strerror(errno))) }
+        close(fd)
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         return verify(log: data, head: FileManager.default.contents(atPath: path + ".head"), path: path)
     }

@@ -158,8 +158,7 @@ struct Log: ParsableCommand {
         func run() throws {
             let r: LogVerification
             do { r = try LogVerifier.verify(path: file) } catch {
-                print("\(file): cannot read: \(error)")
-                throw ExitCode(2)
+                throw LogCommandError.failed(error)
             }
             for n in r.notes { print("NOTE \(n)") }
             if r.ok {
@@ -179,11 +178,13 @@ struct Log: ParsableCommand {
         @Argument(help: "The log file.") var file = "var/decisions.log"
 
         func run() throws {
-            var lines: [([String: Any], Substring)] = []
-            try LogReader.forEachRecord(path: file) { r, l in
-                lines.append((r, l))
-                if lines.count > n { lines.removeFirst() }
-            }
+            var lines: [([String: Any], String)] = []
+            do {
+                try LogReader.forEachRecord(path: file) { r, l in
+                    lines.append((r, String(l)))
+                    if lines.count > n { lines.removeFirst() }
+                }
+            } catch { throw LogCommandError.failed(error) }
             for (r, l) in lines { print(json ? String(l) : LogFormat.line(r)) }
             guard follow else { return }
             guard let fh = FileHandle(forReadingAtPath: file) else { return }
@@ -236,13 +237,23 @@ struct Log: ParsableCommand {
             f.recipient = recipient
             guard ["table", "json"].contains(format) else { throw ValidationError("--format is table or json") }
             var count = 0
-            try LogReader.forEachRecord(path: file) { r, l in
-                guard f.matches(r) else { return }
-                count += 1
-                print(format == "json" ? String(l) : LogFormat.line(r))
-            }
+            do {
+                try LogReader.forEachRecord(path: file) { r, l in
+                    guard f.matches(r) else { return }
+                    count += 1
+                    print(format == "json" ? String(l) : LogFormat.line(r))
+                }
+            } catch { throw LogCommandError.failed(error) }
             if format == "table" { FileHandle.standardError.write(Data("\(count) records\n".utf8)) }
         }
+    }
+}
+
+/// A log command that could not read its file: one plain line on stderr, exit 2.
+enum LogCommandError {
+    static func failed(_ error: Error) -> ExitCode {
+        FileHandle.standardError.write(Data("mailgate: \(error)\n".utf8))
+        return ExitCode(2)
     }
 }
 

@@ -31,6 +31,15 @@ import Testing
         throw NSError(domain: "serve", code: 1, userInfo: [NSLocalizedDescriptionKey: "mailgate serve did not greet on \(port)"])
     }
 
+    /// A missing log file is one plain line and exit 2, never a Foundation error dump.
+    @Test func logCommandsOnAMissingFileSayOnePlainLine() async throws {
+        for cmd in [["log", "verify"], ["log", "query"], ["log", "tail"]] {
+            let (status, out) = try await run(cmd + ["/nonexistent/decisions.log"])
+            #expect(status == 2, "\(cmd)")
+            #expect(out == "mailgate: cannot read /nonexistent/decisions.log: No such file or directory\n", "\(cmd): \(out)")
+        }
+    }
+
     @Test func checkConfig() async throws {
         let dir = NSTemporaryDirectory() + "mg-cli-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
