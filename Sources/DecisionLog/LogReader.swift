@@ -5,41 +5,51 @@ public struct LogFileError: Error, CustomStringConvertible {
     public let path: String
     public let reason: String
     public var description: String { "cannot read \(path): \(reason)" }
+
+    /// The error `errno` names, for `path`.
+    static func errno(_ path: String) -> LogFileError {
+        LogFileError(path: path, reason: String(cString: strerror(Glibc.errno)))
+    }
 }
 
 public enum LogReader {
     /// Read size: memory stays bounded by this plus the longest line, whatever the log's size.
     static let chunk = 1 << 20
 
-    /// Calls `body` with each raw line (without its newline), in file order, reading the file
-    /// in chunks. A last line without a newline is passed too.
-    public static func forEachLine(path: String, _ body: (Substring) throws -> Void) throws {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw LogFileError(path: path, reason: String(cString: strerror(errno))) }
+    /// Calls `body` with each raw line (without its newline) and whether a newline ended it,
+    /// in file order, reading the file in chunks; only a last line can be unterminated.
+    public static func forEachRawLine(path: String, _ body: (ArraySlice<UInt8>, _ terminated: Bool) throws -> Void) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw LogFileError.errno(path) }
         defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: chunk)
         var carry: [UInt8] = []
         while true {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, chunk) }
             if n < 0 {
-                if errno == EINTR { continue }
-                throw LogFileError(path: path, reason: String(cString: strerror(errno)))
+                if Glibc.errno == EINTR { continue }
+                throw LogFileError.errno(path)
             }
             if n == 0 { break }
             var start = 0
-            for i in 0..<n where buffer[i] == 10 {
+            while start < n, let i = buffer[start..<n].firstIndex(of: 10) {
                 if carry.isEmpty {
-                    try body(Substring(decoding: buffer[start..<i], as: UTF8.self))
+                    try body(buffer[start..<i], true)
                 } else {
                     carry.append(contentsOf: buffer[start..<i])
-                    try body(Substring(decoding: carry, as: UTF8.self))
+                    try body(carry[...], true)
                     carry.removeAll(keepingCapacity: true)
                 }
                 start = i + 1
             }
             carry.append(contentsOf: buffer[start..<n])
         }
-        if !carry.isEmpty { try body(Substring(decoding: carry, as: UTF8.self)) }
+        if !carry.isEmpty { try body(carry[...], false) }
+    }
+
+    /// The same, each line as text.
+    public static func forEachLine(path: String, _ body: (Substring) throws -> Void) throws {
+        try forEachRawLine(path: path) { line, _ in try body(Substring(decoding: line, as: UTF8.self)) }
     }
 
     /// Calls `body` with each record (parsed) and its raw line, in file order; lines that
