@@ -47,6 +47,36 @@ public enum LogReader {
         if !carry.isEmpty { try body(carry[...], false) }
     }
 
+    /// The last `count` lines (without newlines), oldest first, read backwards from the end in
+    /// blocks: the time taken and memory used depend on `count`, not on the file's size.
+    public static func lastLines(path: String, count: Int) throws -> [String] {
+        guard count > 0 else { return [] }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw LogFileError.errno(path) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw LogFileError.errno(path) }
+        var end = Int(st.st_size)
+        var tail: [UInt8] = []
+        var newlines = 0
+        let block = 64 << 10
+        // Enough newlines for `count` whole lines, plus the one before the first of them.
+        while end > 0 && newlines <= count {
+            let start = max(0, end - block)
+            var piece = [UInt8](repeating: 0, count: end - start)
+            let n = piece.withUnsafeMutableBytes { pread(fd, $0.baseAddress, end - start, off_t(start)) }
+            guard n == end - start else { throw LogFileError.errno(path) }
+            newlines += piece.reduce(0) { $0 + ($1 == 10 ? 1 : 0) }
+            tail = piece + tail
+            end = start
+        }
+        var lines = tail.split(separator: 10, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+        if lines.last == "" { lines.removeLast() }
+        // A first piece that does not begin the file may be a partial line.
+        if end > 0 && !lines.isEmpty { lines.removeFirst() }
+        return Array(lines.suffix(count))
+    }
+
     /// The same, each line as text.
     public static func forEachLine(path: String, _ body: (Substring) throws -> Void) throws {
         try forEachRawLine(path: path) { line, _ in try body(Substring(decoding: line, as: UTF8.self)) }

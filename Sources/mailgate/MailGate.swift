@@ -178,14 +178,12 @@ struct Log: ParsableCommand {
         @Argument(help: "The log file.") var file = "var/decisions.log"
 
         func run() throws {
-            var lines: [([String: Any], String)] = []
-            do {
-                try LogReader.forEachRecord(path: file) { r, l in
-                    lines.append((r, String(l)))
-                    if lines.count > n { lines.removeFirst() }
-                }
-            } catch { throw LogCommandError.failed(error) }
-            for (r, l) in lines { print(json ? String(l) : LogFormat.line(r)) }
+            let lines: [String]
+            do { lines = try LogReader.lastLines(path: file, count: n) } catch { throw LogCommandError.failed(error) }
+            for l in lines {
+                if json { print(l) }
+                else if let r = try? JSONSerialization.jsonObject(with: Data(l.utf8)) as? [String: Any] { print(LogFormat.line(r)) }
+            }
             guard follow else { return }
             guard let fh = FileHandle(forReadingAtPath: file) else { return }
             fh.seekToEndOfFile()
