@@ -19,9 +19,15 @@ public enum LogReader {
     /// Calls `body` with each raw line (without its newline) and whether a newline ended it,
     /// in file order, reading the file in chunks; only a last line can be unterminated.
     public static func forEachRawLine(path: String, _ body: (ArraySlice<UInt8>, _ terminated: Bool) throws -> Void) throws {
+        try scanLines(path: path, from: 0) { try body($0, $1); return true }
+    }
+
+    /// The same from file offset `from` (a line start), until `body` returns false.
+    static func scanLines(path: String, from offset: Int, _ body: (ArraySlice<UInt8>, _ terminated: Bool) throws -> Bool) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw LogFileError.errno(path) }
         defer { close(fd) }
+        guard lseek(fd, off_t(offset), SEEK_SET) >= 0 else { throw LogFileError.errno(path) }
         var buffer = [UInt8](repeating: 0, count: chunk)
         var carry: [UInt8] = []
         while true {
@@ -34,17 +40,17 @@ public enum LogReader {
             var start = 0
             while start < n, let i = buffer[start..<n].firstIndex(of: 10) {
                 if carry.isEmpty {
-                    try body(buffer[start..<i], true)
+                    guard try body(buffer[start..<i], true) else { return }
                 } else {
                     carry.append(contentsOf: buffer[start..<i])
-                    try body(carry[...], true)
+                    guard try body(carry[...], true) else { return }
                     carry.removeAll(keepingCapacity: true)
                 }
                 start = i + 1
             }
             carry.append(contentsOf: buffer[start..<n])
         }
-        if !carry.isEmpty { try body(carry[...], false) }
+        if !carry.isEmpty { _ = try body(carry[...], false) }
     }
 
     /// The last `count` lines (without newlines), oldest first, read backwards from the end in

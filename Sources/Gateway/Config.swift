@@ -104,6 +104,9 @@ public struct LogConfig: Sendable {
     /// "group" or "fsync".
     public var durability = "group"
     public var groupCommitMs = 5
+    /// Appends ` [id SESSION]` to every 4xx and 5xx reply, so a bounce names the session
+    /// `mailgate log why` explains (as Haraka's `deny_includes_uuid`).
+    public var idInReplies = true
     public init() {}
 }
 
@@ -520,7 +523,7 @@ public enum ConfigLoader {
         }
 
         mutating func readLog(_ n: Node, into l: inout LogConfig) {
-            for (key, _, v) in mapping(n, "log", allowed: ["path", "durability", "groupCommitMs"]) {
+            for (key, _, v) in mapping(n, "log", allowed: ["path", "durability", "groupCommitMs", "idInReplies"]) {
                 switch key {
                 case "path": if let s = string(v, key) { l.path = s }
                 case "durability":
@@ -529,6 +532,7 @@ public enum ConfigLoader {
                         l.durability = s
                     }
                 case "groupCommitMs": if let i = int(v, key, min: 1) { l.groupCommitMs = i }
+                case "idInReplies": if let b = bool(v, key) { l.idInReplies = b }
                 default: break
                 }
             }

@@ -64,10 +64,10 @@ final class Session {
         self.client = c
     }
 
+    /// 16 hex digits: the connect time in seconds, then 32 random bits. The time lets
+    /// `mailgate log why` find the session by binary search, whatever the log's size.
     static func newID() -> String {
-        let v = UInt64.random(in: 0...UInt64.max)
-        let s = String(v, radix: 16)
-        return String(repeating: "0", count: 16 - s.count) + s
+        SessionID.make(seconds: UInt32(truncatingIfNeeded: time(nil)), random: UInt32.random(in: 0...UInt32.max))
     }
 
     // MARK: Entry
@@ -84,7 +84,8 @@ final class Session {
                 ("client", .string(ip.description)), ("port", .int(port)), ("listener", .string(listener.name)),
                 ("stage", "connect"), ("check", "limits"), ("action", "tempfail"), ("reply", .string(r.summary)), ("reason", .string(why)),
             ]))
-            try? await conn.executeThenClose { _, outbound in try await outbound.write(ByteBuffer(string: r.encoded)) }
+            let said = shared.config.log.idInReplies ? r.referencing(id) : r
+            try? await conn.executeThenClose { _, outbound in try await outbound.write(ByteBuffer(string: said.encoded)) }
             return
         }
         defer { shared.tracker.release(listener: listener.name, ip: ip) }
@@ -209,7 +210,7 @@ final class Session {
         switch action {
         case .send(let r):
             do {
-                try await outbound.write(ByteBuffer(string: r.encoded))
+                try await outbound.write(ByteBuffer(string: (shared.config.log.idInReplies ? r.referencing(id) : r).encoded))
                 return nil
             } catch {
                 return .closed(byServer: handle.closedByServer, detail: "write failed: \(error)")

@@ -149,7 +149,7 @@ struct Version: ParsableCommand {
 }
 
 struct Log: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Read the decision log.", subcommands: [Verify.self, Tail.self, Query.self])
+    static let configuration = CommandConfiguration(abstract: "Read the decision log.", subcommands: [Verify.self, Tail.self, Query.self, Why.self])
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Verify the hash chain of a decision log.")
@@ -243,6 +243,33 @@ struct Log: ParsableCommand {
                 }
             } catch { throw LogCommandError.failed(error) }
             if format == "table" { FileHandle.standardError.write(Data("\(count) records\n".utf8)) }
+        }
+    }
+}
+
+extension Log {
+    struct Why: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Tell the story of one session from the log: the id a refusal's reply ends with ([id …]), or a transaction id.")
+        @Argument(help: "A session id (16 hex digits) or transaction id (SESSION.N).") var id: String
+        @Argument(help: "The log file.") var file = "var/decisions.log"
+        @Flag(help: "Print the session's raw JSON lines.") var json = false
+
+        func run() throws {
+            // As pasted from a bounce: `[id 6745c1a29f3e01b4]` or the bare id.
+            var ref = id.trimmingCharacters(in: CharacterSet(charactersIn: "[]").union(.whitespaces))
+            if ref.hasPrefix("id ") { ref = String(ref.dropFirst(3)).trimmingCharacters(in: .whitespaces) }
+            let records: [(record: [String: Any], line: String)]
+            do { records = try SessionSearch.records(of: ref, path: file) } catch { throw LogCommandError.failed(error) }
+            guard !records.isEmpty else {
+                FileHandle.standardError.write(Data("mailgate: no session \(ref) in \(file)\n".utf8))
+                throw ExitCode(1)
+            }
+            if json {
+                for r in records { print(r.line) }
+                return
+            }
+            for l in LogStory.tell(records.map(\.record), id: ref) { print(l) }
         }
     }
 }

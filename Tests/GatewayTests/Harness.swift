@@ -173,6 +173,8 @@ final class TestGateway: @unchecked Sendable {
         c.downstream.dataTimeout = 3
         c.log.path = dir + "/decisions.log"
         c.log.groupCommitMs = 1
+        // Exact replies in the tests; ReplyIDTests turns it back on.
+        c.log.idInReplies = false
         c.spoolDirectory = dir + "/spool"
         c.spoolMemoryLimit = 64 * 1024
         if let p = logPath { c.log.path = p }
