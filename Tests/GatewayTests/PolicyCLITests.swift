@@ -95,7 +95,7 @@ import DNSResolver
         let probe: [(String?, Int)] = [("EHLO client.example.org\r\n", 1), ("MAIL FROM:<>\r\n", 1),
                                        ("RCPT TO:<bob@localhost>\r\n", 1), ("RCPT TO:<carol@localhost>\r\n", 1)]
         let before = try await Client.raw(port: port, probe)
-        #expect(before.replies[3] == ["550 5.5.3 Multi-recipient bounce: a message from <> has one recipient"])
+        #expect(before.replies[3].map(withoutID) == ["550 5.5.3 Multi-recipient bounce: a message from <> has one recipient"])
 
         let rules = dir + "/rules/base.rules"
         let good = try String(contentsOfFile: rules, encoding: .utf8)
@@ -104,14 +104,14 @@ import DNSResolver
         try await Task.sleep(for: .milliseconds(500))
         #expect(p.isRunning)
         let during = try await Client.raw(port: port, probe)
-        #expect(during.replies[3] == ["550 5.5.3 Multi-recipient bounce: a message from <> has one recipient"])
+        #expect(during.replies[3].map(withoutID) == ["550 5.5.3 Multi-recipient bounce: a message from <> has one recipient"])
 
         try good.replacingOccurrences(of: "\"Multi-recipient bounce: a message from <> has one recipient\"",
                                       with: "\"One recipient per bounce\"").write(toFile: rules, atomically: true, encoding: .utf8)
         kill(p.processIdentifier, SIGHUP)
         try await Task.sleep(for: .milliseconds(500))
         let after = try await Client.raw(port: port, probe)
-        #expect(after.replies[3] == ["550 5.5.3 One recipient per bounce"])
+        #expect(after.replies[3].map(withoutID) == ["550 5.5.3 One recipient per bounce"])
 
         kill(p.processIdentifier, SIGTERM)
         p.waitUntilExit()
