@@ -1,5 +1,5 @@
-// libFuzzer target: the SMTP command parser, the address parser and AUTH's SASL responses
-// through the state machine (see fuzz/README.md).
+// libFuzzer target: the SMTP command parser, the address parser, AUTH's SASL responses
+// through the state machine and the PROXY protocol header parser (see fuzz/README.md).
 import NIOCore
 import SMTPProtocol
 
@@ -17,7 +17,17 @@ public func fuzzCommand(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     _ = AddressParser.splitPath(Substring(text), bracketsRequired: true)
     _ = HeloArgument(text)
     fuzzAuth(text)
+    fuzzProxy(Array(bytes))
     return 0
+}
+
+/// The input as a connection's first octets on a proxied listener, whole and cut short.
+func fuzzProxy(_ bytes: [UInt8]) {
+    for n in [bytes.count, bytes.count / 2] {
+        if case .header(_, let length) = ProxyHeaderParser.parse(bytes.prefix(n)) {
+            precondition(length > 0 && length <= n && length <= ProxyHeaderParser.maxLength, "PROXY header length out of range")
+        }
+    }
 }
 
 /// The input as AUTH PLAIN's initial response, and as the lines answering AUTH LOGIN's

@@ -15,5 +15,12 @@ public func fuzzLog(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             precondition(t.goodEnd <= start + UInt64(cut) && t.tornOctets <= cut, "tail out of range")
         }
     }
+    // Each line as a record `log why` tells, and its time stamp as the session search reads it.
+    var records: [[String: Any]] = []
+    for line in bytes[..<cut].split(separator: 10).prefix(64) {
+        _ = SessionSearch.stamp(of: line)
+        if let r = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] { records.append(r) }
+    }
+    _ = LogStory.tell(records, id: String(decoding: bytes.prefix(20), as: UTF8.self))
     return 0
 }

@@ -41,6 +41,8 @@ public struct ListenerConfig: Sendable {
     public var authorizedAddresses: [IPNetwork] = [IPNetwork("127.0.0.0/8")!, IPNetwork("::1/128")!]
     /// `tls`, `tlsRequired`, `tlsCertificates`, `tlsMinVersion`, `tlsCiphers`.
     public var tls = ListenerTLSConfig()
+    /// PROXY protocol from a load balancer (`proxyRequired`, `proxyAddresses`, `proxyTimeout`).
+    public var proxy = ListenerProxyConfig()
     /// James' authRequired: false (AUTH not offered), true (offered outside
     /// authorizedAddresses, needed to relay), announce (always offered).
     public var authRequired = SMTPAuthMode.off
@@ -389,7 +391,7 @@ public enum ConfigLoader {
                              "verifyIdentity", "dataDeadline", "maxmessagesize", "heloEhloEnforcement", "addressBracketsEnforcement",
                              "handlerchain", "maxRecipients", "maxUnrecognizedCommands", "protocol", "policy", "socketMode",
                              "tlsRequired", "tlsCertificates", "tlsMinVersion", "tlsCiphers", "authAllowPlaintext"]
-            for (key, _, v) in mapping(n, "listener", allowed: keys) {
+            for (key, _, v) in mapping(n, "listener", allowed: keys.union(Self.proxyKeys)) {
                 switch key {
                 case "name": if let s = string(v, key) { l.name = s }
                 case "bind":
@@ -400,6 +402,8 @@ public enum ConfigLoader {
                 case "connectBacklog": if let i = int(v, key, min: 1) { l.connectBacklog = i }
                 case "tls", "tlsRequired", "tlsCertificates", "tlsMinVersion", "tlsCiphers":
                     readTLS(key, v, into: &l.tls)
+                case "proxyRequired", "proxyAddresses", "proxyTimeout":
+                    readProxy(key, v, into: &l.proxy)
                 case "helloName":
                     if let m = v.mapping {
                         var auto = false, name: String?
@@ -460,6 +464,7 @@ public enum ConfigLoader {
             }
             if l.tls.mode != .off && l.tls.certificates.isEmpty { fail(n, "listener '\(l.name)': tls needs 'tlsCertificates'") }
             if l.tls.required && l.tls.mode == .off { fail(n, "listener '\(l.name)': tlsRequired needs tls: true or implicit") }
+            checkProxy(l, at: n)
             return l
         }
 

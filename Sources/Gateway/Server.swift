@@ -468,7 +468,7 @@ public final class GatewayServer: @unchecked Sendable {
         log.append(LogRecord(event: event, fields: fields))
     }
 
-    typealias Accepted = (NIOAsyncChannel<SMTPInbound, ByteBuffer>, IdleTimeoutHandler)
+    typealias Accepted = (NIOAsyncChannel<SMTPInbound, ByteBuffer>, IdleTimeoutHandler, EventLoopFuture<ProxyHeader>?)
     struct ListenError: Error, CustomStringConvertible { let description: String }
 
     /// Binds one address of a listener (TCP, or a unix socket given its file mode) and
@@ -477,15 +477,21 @@ public final class GatewayServer: @unchecked Sendable {
         let unclaimed = self.unclaimed
         let timeout = TimeAmount.seconds(Int64(l.connectionTimeout))
         let tls = tlsStores[l.name].map { (store: $0, implicit: l.tls.mode == .implicit) }
+        let proxyTimeout: TimeAmount? = l.proxy.required ? .seconds(Int64(l.proxy.timeout)) : nil
         let initializer: @Sendable (Channel) -> EventLoopFuture<Accepted> = { channel in
             channel.eventLoop.makeCompletedFuture {
                 let idle = try SessionPipeline.configure(channel, timeout: timeout, tls: tls)
+                let proxy = try proxyTimeout.map { t in
+                    let h = ProxyHeaderHandler(eventLoop: channel.eventLoop, timeout: t)
+                    try channel.pipeline.syncOperations.addHandler(h, position: .first)
+                    return h.header
+                }
                 // Up to 128 buffered items (lines or BDAT pieces, each ≤ 1000 octets, so
                 // ≤ 128 KB) per connection before reading pauses: enough that pipelined
                 // commands and DATA lines do not toggle the socket's read interest line by line.
                 let async = try NIOAsyncChannel<SMTPInbound, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(backPressureStrategy: .init(lowWatermark: 32, highWatermark: 128)))
                 unclaimed.hold(async)
-                return (async, idle)
+                return (async, idle, proxy)
             }
         }
         let bootstrap = ServerBootstrap(group: group).serverChannelOption(.backlog, value: Int32(l.connectBacklog))
@@ -508,12 +514,12 @@ public final class GatewayServer: @unchecked Sendable {
         let task = Task {
             _ = try? await server.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
-                    for try await (conn, idle) in inbound {
+                    for try await (conn, idle, proxy) in inbound {
                         unclaimed.claim(conn)
                         // The policy is taken when the session starts and kept to its end.
                         guard let policy = policies.current[l.name] else { UnclaimedConnections.discard(conn); continue }
                         group.addTask {
-                            await Session.handle(conn, idle: idle, listener: l, helloName: helloName, policy: policy, shared: shared)
+                            await Session.handle(conn, idle: idle, proxy: proxy, listener: l, helloName: helloName, policy: policy, shared: shared)
                         }
                     }
                 }

@@ -37,6 +37,8 @@ final class Session {
     /// Set when a transaction ends while the gateway shuts down.
     var shutdownAfterTransaction = false
     var closeLogged = false
+    /// How a proxied connection came (for `session.open`).
+    var proxy: JSONValue?
     let started = ContinuousClock.now
     let clientIPText: String
 
@@ -72,12 +74,12 @@ final class Session {
 
     // MARK: Entry
 
-    static func handle(_ conn: NIOAsyncChannel<SMTPInbound, ByteBuffer>, idle: IdleTimeoutHandler, listener: ListenerConfig, helloName: String,
-                       policy: CompiledPolicy, shared: GatewayShared) async {
+    static func handle(_ conn: NIOAsyncChannel<SMTPInbound, ByteBuffer>, idle: IdleTimeoutHandler, proxy: EventLoopFuture<ProxyHeader>?,
+                       listener: ListenerConfig, helloName: String, policy: CompiledPolicy, shared: GatewayShared) async {
         let remote = conn.channel.remoteAddress
-        let ip: IPAddress = remote?.ipAddress.flatMap { IPAddress($0) } ?? .v4(0)
-        let port = remote?.port ?? 0
         let id = newID()
+        guard let origin = await origin(of: conn, proxy: proxy, listener: listener, id: id, shared: shared) else { return }
+        let ip = origin.ip, port = origin.port
         if let why = shared.tracker.admit(listener: listener, ip: ip) {
             let r = SMTPReply(421, "4.7.0", "Too many connections, try again later")
             shared.log.append(LogRecord(event: "session.refused", session: id, fields: [
@@ -96,6 +98,7 @@ final class Session {
             try await conn.executeThenClose { inbound, outbound in
                 let s = Session(id: id, listener: listener, helloName: helloName, policy: policy, shared: shared,
                                 handle: h, idle: idle, ip: ip, port: port, unix: remote?.pathname != nil, outbound: outbound)
+                s.proxy = origin.proxy
                 var it = inbound.makeAsyncIterator()
                 await s.run(&it, local: conn.channel.localAddress)
             }
@@ -109,7 +112,8 @@ final class Session {
     func run(_ inbound: inout Inbound, local: SocketAddress?) async {
         log("session.open", [("port", .int(client.clientPort)), ("listener", .string(listener.name)),
                              ("protocol", .string(listener.dialect.rawValue)),
-                             ("local", .string(local.map { $0.pathname.map { "unix:\($0)" } ?? "\($0.ipAddress ?? ""):\($0.port ?? 0)" } ?? ""))] + policyFields)
+                             ("local", .string(local.map { $0.pathname.map { "unix:\($0)" } ?? "\($0.ipAddress ?? ""):\($0.port ?? 0)" } ?? ""))]
+            + (proxy.map { [("proxy", $0)] } ?? []) + policyFields)
         if listener.tls.mode == .implicit {
             // TLS from the first byte: the greeting waits for the handshake.
             await awaitHandshake(&inbound)

@@ -62,7 +62,7 @@ import Greylist
         domainz: [example.org]
         """
         #expect(errors(yaml) == [
-            "t.yaml:4: unknown key 'maxMessageSize' in listener (known: addressBracketsEnforcement, authAllowPlaintext, authRequired, authorizedAddresses, bind, connectBacklog, connectionLimit, connectionLimitPerIP, connectionTimeout, dataDeadline, handlerchain, helloName, heloEhloEnforcement, maxRecipients, maxUnrecognizedCommands, maxmessagesize, name, policy, protocol, smtpGreeting, socketMode, tls, tlsCertificates, tlsCiphers, tlsMinVersion, tlsRequired, verifyIdentity)",
+            "t.yaml:4: unknown key 'maxMessageSize' in listener (known: addressBracketsEnforcement, authAllowPlaintext, authRequired, authorizedAddresses, bind, connectBacklog, connectionLimit, connectionLimitPerIP, connectionTimeout, dataDeadline, handlerchain, helloName, heloEhloEnforcement, maxRecipients, maxUnrecognizedCommands, maxmessagesize, name, policy, protocol, proxyAddresses, proxyRequired, proxyTimeout, smtpGreeting, socketMode, tls, tlsCertificates, tlsCiphers, tlsMinVersion, tlsRequired, verifyIdentity)",
             "t.yaml:5: unknown key 'domainz' in top level (known: allowUntrustedRouting, auth, checks, dns, domains, downstream, greylist, listeners, log, policy, policyWatch, shutdownGracePeriod, spool)",
         ])
     }
@@ -132,5 +132,17 @@ import Greylist
         #expect(errors("listeners:\n  - authRequired: true\n") == ["t.yaml:1: listener 'smtp': authRequired true needs auth.passwdFile"])
         #expect(errors("listeners:\n  - tls: true\n") == ["t.yaml:2: listener 'smtp': tls needs 'tlsCertificates'"])
         #expect(errors("listeners:\n  - protocol: lmtp\n") == [], "LMTP is implemented")
+    }
+
+    @Test func proxyKeys() throws {
+        let c = try ConfigLoader.parse("listeners:\n  - bind: [\"0.0.0.0:25\"]\n    proxyRequired: true\n    proxyAddresses: [10.0.0.0/8, \"2001:db8::/32\"]\n    proxyTimeout: 3\n", file: "t.yaml")
+        #expect(c.listeners[0].proxy.required && c.listeners[0].proxy.timeout == 3)
+        #expect(c.listeners[0].proxy.addresses.map(\.description) == ["10.0.0.0/8", "2001:db8::/32"])
+        #expect(errors("listeners:\n  - bind: [\"0.0.0.0:25\"]\n    proxyRequired: true\n")
+                == ["t.yaml:2: listener 'smtp': proxyRequired needs proxyAddresses (the load balancers allowed to send the header)"])
+        #expect(errors("listeners:\n  - bind: [\"0.0.0.0:25\"]\n    proxyAddresses: [10.0.0.0/8]\n")
+                == ["t.yaml:2: listener 'smtp': proxyAddresses has no effect without proxyRequired: true"])
+        #expect(errors("listeners:\n  - bind: [\"0.0.0.0:25\"]\n    proxyRequired: true\n    proxyAddresses: [10.0.0.300/8]\n")
+                .contains("t.yaml:4: bad network '10.0.0.300/8' in proxyAddresses"))
     }
 }
