@@ -58,7 +58,11 @@ public final class DecisionLog: @unchecked Sendable {
     /// reports itself unhealthy (mail is tempfailed) until the queue drains to half.
     public static let maxPendingWait: TimeInterval = 2
     private var backlogged = false
-    private let fd: Int32
+    /// The open log file; replaced by the writer thread when it rotates.
+    var fd: Int32
+    public let rotation: LogRotation
+    /// The UTC day (`YYYY-MM-DD`) the open file was started on (writer thread only).
+    var fileDay: String
     private let cond = NSCondition()
     // Guarded by cond:
     private var seq: Int
@@ -72,18 +76,21 @@ public final class DecisionLog: @unchecked Sendable {
     private var writerDone = false
     private var inFlight = false
     // Writer thread only:
-    private var headSeq = 0
+    var headSeq = 0
     private var headHash = ""
     private var lastHeadWrite: TimeInterval = 0
     private var thread: Thread?
 
-    public convenience init(path: String, durability: LogDurability = .groupCommit(milliseconds: 5)) throws {
-        try self.init(path: path, durability: durability, maxPendingOctets: DecisionLog.defaultMaxPendingOctets, beforeWrite: nil)
+    public convenience init(path: String, durability: LogDurability = .groupCommit(milliseconds: 5), rotation: LogRotation = LogRotation()) throws {
+        try self.init(path: path, durability: durability, maxPendingOctets: DecisionLog.defaultMaxPendingOctets, beforeWrite: nil, rotation: rotation)
     }
 
-    init(path: String, durability: LogDurability, maxPendingOctets: Int, beforeWrite: (@Sendable () -> Void)?) throws {
+    init(path: String, durability: LogDurability, maxPendingOctets: Int, beforeWrite: (@Sendable () -> Void)?,
+         rotation: LogRotation = LogRotation()) throws {
         self.path = path
         self.durability = durability
+        self.rotation = rotation
+        self.fileDay = String(Timestamp.now().prefix(10))
         self.maxPendingOctets = maxPendingOctets
         self.beforeWrite = beforeWrite
         let dir = (path as NSString).deletingLastPathComponent
@@ -92,7 +99,14 @@ public final class DecisionLog: @unchecked Sendable {
         guard fd >= 0 else { throw DecisionLogError.open(path, errno) }
         self.fd = fd
         do {
-            let tail = try DecisionLog.readTail(path: path)
+            // A file just rotated away leaves an empty one: the chain goes on from the newest rotated file.
+            let before = try LogFileSet.rotated(of: path).last.map { try DecisionLog.readTail(path: $0, firstPrev: nil) }
+            var tail = try DecisionLog.readTail(path: path, firstPrev: before?.hash)
+            if tail.seq == 0, let b = before {
+                // No record of its own yet (perhaps only a torn write): the chain is the rotated file's.
+                tail.seq = b.seq
+                tail.hash = b.hash
+            }
             // Records the head says were written must still be there: a log cut back past
             // them is not a torn write, and starting would hide the loss.
             if let head = DecisionLog.readHead(path: path), head.seq > tail.seq || (head.seq == tail.seq && head.hash != tail.hash) {
@@ -131,7 +145,9 @@ public final class DecisionLog: @unchecked Sendable {
     /// The last valid record's sequence number and hash, or (0, zeros) for an empty file,
     /// and how many octets follow it (a partial or unreadable last write). Only the last MiB
     /// is read; a file with no valid record in it is refused.
-    static func readTail(path: String) throws -> Tail {
+    /// `firstPrev`: what the file's first record must chain to (the rotated file before it;
+    /// nil: whatever it names).
+    static func readTail(path: String, firstPrev: String? = Digest.zero) throws -> Tail {
         guard let fh = FileHandle(forReadingAtPath: path) else { return Tail(seq: 0, hash: Digest.zero, goodEnd: 0, tornOctets: 0) }
         defer { try? fh.close() }
         let end = try fh.seekToEnd()
@@ -140,13 +156,13 @@ public final class DecisionLog: @unchecked Sendable {
         let start = end > window ? end - window : 0
         try fh.seek(toOffset: start)
         let data = [UInt8](try fh.readToEnd() ?? Data())
-        guard let found = Self.tail(of: data, at: start) else { throw DecisionLogError.unreadableTail(path) }
+        guard let found = Self.tail(of: data, at: start, firstPrev: firstPrev) else { throw DecisionLogError.unreadableTail(path) }
         return found
     }
 
     /// The tail of `data`, the last octets of a file from offset `start`; nil when a window
     /// that does not begin the file holds no valid record.
-    static func tail(of data: [UInt8], at start: UInt64) -> Tail? {
+    static func tail(of data: [UInt8], at start: UInt64, firstPrev: String? = Digest.zero) -> Tail? {
         // Complete lines, newest first; a line cut by the window's start is not judged.
         var lineEnd = data.lastIndex(of: 10).map { $0 + 1 } ?? 0
         while lineEnd > 0 {
@@ -155,7 +171,7 @@ public final class DecisionLog: @unchecked Sendable {
             if lineStart == 0 && start > 0 { break }
             let line = Array(data[lineStart..<bodyEnd])
             if let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let s = obj["seq"] as? Int,
-               let prev = obj["prev"] as? String, chains(prev, to: data, before: lineStart, windowStart: start) {
+               let prev = obj["prev"] as? String, chains(prev, to: data, before: lineStart, windowStart: start, firstPrev: firstPrev) {
                 return Tail(seq: s, hash: Digest.sha256Hex(line), goodEnd: start + UInt64(lineEnd), tornOctets: data.count - lineEnd)
             }
             lineEnd = lineStart
@@ -166,8 +182,8 @@ public final class DecisionLog: @unchecked Sendable {
 
     /// True when `prev` is the hash of the line that ends at `end` (or there is no such line
     /// to judge: the file's first record, or a line cut by the window's start).
-    static func chains(_ prev: String, to data: [UInt8], before end: Int, windowStart: UInt64) -> Bool {
-        guard end > 0 else { return windowStart > 0 || prev == Digest.zero }
+    static func chains(_ prev: String, to data: [UInt8], before end: Int, windowStart: UInt64, firstPrev: String? = Digest.zero) -> Bool {
+        guard end > 0 else { return windowStart > 0 || firstPrev.map { prev == $0 } ?? true }
         let bodyEnd = end - 1
         let lineStart = data[..<bodyEnd].lastIndex(of: 10).map { $0 + 1 } ?? 0
         if lineStart == 0 && windowStart > 0 { return true }
@@ -287,6 +303,15 @@ public final class DecisionLog: @unchecked Sendable {
         }
     }
 
+    /// Queues a record without waiting for room: for the writer thread's own records
+    /// (waiting there would wait on itself).
+    func appendFromWriter(_ record: LogRecord) {
+        let body = DecisionLog.body(record)
+        cond.lock()
+        enqueueLocked(body)
+        cond.unlock()
+    }
+
     /// Numbers and chains a serialised body; the caller holds the lock.
     @discardableResult
     private func enqueueLocked(_ body: [UInt8]) -> Int {
@@ -363,6 +388,7 @@ public final class DecisionLog: @unchecked Sendable {
                         writeHead(seq: lastSeq, hash: lastHash)
                         lastHeadWrite = now
                     }
+                    rotateIfDue()
                 }
             }
             cond.lock()
@@ -401,7 +427,7 @@ public final class DecisionLog: @unchecked Sendable {
 
     /// Atomically and durably: a temporary file, fsynced, renamed over the head, and the
     /// directory fsynced. A failure leaves the old head, which may lag but never leads.
-    private func writeHead(seq: Int, hash: String) {
+    func writeHead(seq: Int, hash: String) {
         let tmp = path + ".head.tmp"
         let text = Array("{\"seq\":\(seq),\"hash\":\"\(hash)\"}\n".utf8)
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
@@ -410,9 +436,7 @@ public final class DecisionLog: @unchecked Sendable {
         let synced = fsync(fd) == 0
         Glibc.close(fd)
         guard n == text.count, synced, rename(tmp, path + ".head") == 0 else { unlink(tmp); return }
-        let dir = (path as NSString).deletingLastPathComponent
-        let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 { fsync(dfd); Glibc.close(dfd) }
+        syncDirectory()
     }
 
     /// Writes out what is queued and closes the file.

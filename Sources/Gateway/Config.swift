@@ -11,6 +11,7 @@ import SMTPProtocol
 import DNSResolver
 import Yams
 import Greylist
+import DecisionLog
 
 /// One listener, with James' option names and meanings.
 public struct ListenerConfig: Sendable {
@@ -109,6 +110,8 @@ public struct LogConfig: Sendable {
     /// Appends ` [id SESSION]` to every 4xx and 5xx reply, so a bounce names the session
     /// `mailgate log why` explains (as Haraka's `deny_includes_uuid`).
     public var idInReplies = true
+    /// Rotation (`rotateSize` in MiB, `rotateDaily`) and retention (`retentionDays`).
+    public var rotation = LogRotation()
     public init() {}
 }
 
@@ -528,7 +531,7 @@ public enum ConfigLoader {
         }
 
         mutating func readLog(_ n: Node, into l: inout LogConfig) {
-            for (key, _, v) in mapping(n, "log", allowed: ["path", "durability", "groupCommitMs", "idInReplies"]) {
+            for (key, _, v) in mapping(n, "log", allowed: ["path", "durability", "groupCommitMs", "idInReplies", "rotateSize", "rotateDaily", "retentionDays"]) {
                 switch key {
                 case "path": if let s = string(v, key) { l.path = s }
                 case "durability":
@@ -538,6 +541,9 @@ public enum ConfigLoader {
                     }
                 case "groupCommitMs": if let i = int(v, key, min: 1) { l.groupCommitMs = i }
                 case "idInReplies": if let b = bool(v, key) { l.idInReplies = b }
+                case "rotateSize": if let i = int(v, key, min: 0, max: 1 << 20) { l.rotation.maxOctets = i << 20 }
+                case "rotateDaily": if let b = bool(v, key) { l.rotation.daily = b }
+                case "retentionDays": if let i = int(v, key, min: 0, max: 36500) { l.rotation.retentionDays = i }
                 default: break
                 }
             }

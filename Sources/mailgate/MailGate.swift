@@ -43,7 +43,8 @@ struct Serve: AsyncParsableCommand {
         let log: DecisionLog
         do {
             log = try DecisionLog(path: cfg.log.path,
-                                  durability: cfg.log.durability == "fsync" ? .fsync : .groupCommit(milliseconds: cfg.log.groupCommitMs))
+                                  durability: cfg.log.durability == "fsync" ? .fsync : .groupCommit(milliseconds: cfg.log.groupCommitMs),
+                                  rotation: cfg.log.rotation)
         } catch {
             logger.critical("\(error)")
             throw ExitCode(1)
@@ -152,17 +153,18 @@ struct Log: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Read the decision log.", subcommands: [Verify.self, Tail.self, Query.self, Why.self])
 
     struct Verify: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Verify the hash chain of a decision log.")
+        static let configuration = CommandConfiguration(abstract: "Verify the hash chain of a decision log and the files rotated from it (FILE.STAMP).")
         @Argument(help: "The log file.") var file: String
 
         func run() throws {
             let r: LogVerification
-            do { r = try LogVerifier.verify(path: file) } catch {
+            do { r = try LogVerifier.verifySet(path: file) } catch {
                 throw LogCommandError.failed(error)
             }
             for n in r.notes { print("NOTE \(n)") }
             if r.ok {
-                print("\(file): OK, \(r.records) records, chain intact (last seq \(r.lastSeq))")
+                let files = r.files > 1 ? " in \(r.files) files" : ""
+                print("\(file): OK, \(r.records) records\(files), chain intact (last seq \(r.lastSeq))")
             } else {
                 for p in r.problems { print("FAIL \(p)") }
                 throw ExitCode(1)

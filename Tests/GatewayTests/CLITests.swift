@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Gateway
+import DecisionLog
 
 /// The `mailgate` binary as an operator runs it.
 @Suite struct CLITests {
@@ -144,4 +145,31 @@ enum PasswdFileReader {
         return Read(alice: f.entry(for: "ALICE")?.hash, addresses: f.entry(for: "alice")?.addresses ?? [])
     }
     static func verify(_ pw: String, _ hash: String) -> Bool { PasswordHash.verify(pw, hash: hash) }
+}
+
+extension CLITests {
+    /// `log verify` reads a rotated set as one chain: OK whole, and exit 1 with one line
+    /// naming the gap when a file between is removed.
+    @Test func logVerifyFindsAFileMissingFromARotatedSet() async throws {
+        let dir = NSTemporaryDirectory() + "mg-rot-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/decisions.log"
+        let log = try DecisionLog(path: path, durability: .groupCommit(milliseconds: 1), rotation: LogRotation(maxOctets: 1000))
+        for batch in 0..<8 {
+            for i in 0..<5 { log.append(LogRecord(event: "test", session: "s\(batch)", fields: [("n", .int(i))])) }
+            try await log.flush()
+        }
+        log.close()
+        let rotated = LogFileSet.rotated(of: path)
+        #expect(rotated.count >= 3)
+        let (ok, said) = try await run(["log", "verify", path])
+        #expect(ok == 0)
+        #expect(said == "\(path): OK, \(40 + rotated.count) records in \(rotated.count + 1) files, chain intact (last seq \(40 + rotated.count))\n")
+        try FileManager.default.removeItem(atPath: rotated[1])
+        let (bad, out) = try await run(["log", "verify", path])
+        #expect(bad == 1)
+        #expect(out.hasPrefix("FAIL \(rotated[2]):1: record ") && out.contains("does not continue \(rotated[0])"), "\(out)")
+        #expect(out.split(separator: "\n").count == 1)
+    }
 }

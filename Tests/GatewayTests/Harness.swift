@@ -179,7 +179,7 @@ final class TestGateway: @unchecked Sendable {
         c.spoolMemoryLimit = 64 * 1024
         if let p = logPath { c.log.path = p }
         configure(&c)
-        log = try DecisionLog(path: c.log.path, durability: .groupCommit(milliseconds: 1))
+        log = try DecisionLog(path: c.log.path, durability: .groupCommit(milliseconds: 1), rotation: c.log.rotation)
         server = try GatewayServer(config: c, log: log, extraChecks: checks, greylistClock: clock?.now, authFailureLine: { l in authLines?.append(l) })
         try await server.start()
     }

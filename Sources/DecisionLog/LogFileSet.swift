@@ -1,0 +1,42 @@
+import Foundation
+
+/// A log and the files rotated from it: `decisions.log` and `decisions.log.20261203T172600Z`
+/// (the UTC time it was rotated; `-2`, `-3`… when one second saw two).
+public enum LogFileSet {
+    /// The rotated files of the log at `path`, oldest first.
+    public static func rotated(of path: String) -> [String] {
+        let url = URL(fileURLWithPath: path)
+        let dir = url.deletingLastPathComponent().path
+        let base = url.lastPathComponent + "."
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        let stamped = names.compactMap { n -> (String, String, Int)? in
+            guard n.hasPrefix(base), let (stamp, n2) = parse(String(n.dropFirst(base.count))) else { return nil }
+            return (n, stamp, n2)
+        }
+        return stamped.sorted { ($0.1, $0.2) < ($1.1, $1.2) }.map { (dir as NSString).appendingPathComponent($0.0) }
+    }
+
+    /// `20261203T172600Z` or `20261203T172600Z-2`: the stamp and the counter (1 without one).
+    static func parse(_ suffix: String) -> (String, Int)? {
+        let parts = suffix.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let stamp = parts.first, stamp.count == 16, stamp.utf8.enumerated().allSatisfy({ i, c in
+            i == 8 ? c == UInt8(ascii: "T") : i == 15 ? c == UInt8(ascii: "Z") : (c >= 48 && c <= 57)
+        }) else { return nil }
+        if parts.count == 1 { return (String(stamp), 1) }
+        guard let n = Int(parts[1]), n >= 2, n < 1_000_000 else { return nil }
+        return (String(stamp), n)
+    }
+
+    /// The name a file rotated now gets, unused so far.
+    static func nextName(for path: String) -> String {
+        let ts = Timestamp.now()  // 2026-12-03T17:26:00.123Z
+        let stamp = ts.prefix(19).filter { $0 != "-" && $0 != ":" } + "Z"
+        var name = "\(path).\(stamp)"
+        var n = 2
+        while FileManager.default.fileExists(atPath: name) {
+            name = "\(path).\(stamp)-\(n)"
+            n += 1
+        }
+        return name
+    }
+}
