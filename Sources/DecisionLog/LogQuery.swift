@@ -40,3 +40,42 @@ public struct LogFilter: Sendable {
         return true
     }
 }
+
+extension LogFilter {
+    /// Octets a matching line must hold (exact-match fields; a single client address):
+    /// lines without them are skipped without being parsed.
+    var needles: [[UInt8]] {
+        var n: [[UInt8]] = []
+        for (k, v) in [("session", session), ("event", event), ("action", action), ("stage", stage), ("check", check)] {
+            if let v { n.append(ByteSearch.field(k, v)) }
+        }
+        if let c = client, c.prefix == (c.address.isV4 ? 32 : 128) { n.append(ByteSearch.field("client", c.address.description)) }
+        return n
+    }
+
+    /// Every matching record of the log at `path` and the files rotated from it, oldest
+    /// first. With `since`, each file is entered by a binary search on time; with `until`,
+    /// reading stops past it (records are written in time order).
+    public func scan(path: String, _ body: ([String: Any], Substring) -> Void) throws {
+        let needles = self.needles
+        let untilStamp = until.map { Array($0.utf8.prefix(19)) }
+        var past = false
+        for file in LogFileSet.rotated(of: path) + [path] where !past {
+            let from = try since.map { try SessionSearch.start(path: file, before: $0) } ?? 0
+            try LogReader.scanLines(path: file, from: from) { line, _ in
+                if let u = untilStamp, let ts = SessionSearch.stamp(of: line), u.lexicographicallyPrecedes(ts) {
+                    past = true
+                    return false
+                }
+                guard needles.allSatisfy({ ByteSearch.contains(line, $0) }),
+                      let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], matches(obj) else { return true }
+                body(obj, Substring(decoding: line, as: UTF8.self))
+                return true
+            }
+        }
+    }
+}
+
+extension IPAddress {
+    var isV4: Bool { if case .v4 = self { return true } else { return false } }
+}

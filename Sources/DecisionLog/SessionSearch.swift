@@ -8,52 +8,66 @@ import Foundation
 public enum SessionSearch {
     /// The records of session `id` (a transaction id `SESSION.N` names its session), in log
     /// order, each with its raw line.
+    /// The log's rotated files are searched too: from the one the session's time falls in.
     public static func records(of id: String, path: String) throws -> [(record: [String: Any], line: String)] {
         let session = SessionID.session(of: id)
-        if let t = SessionID.seconds(of: session) {
-            // Two seconds of slack for the open record's own time stamp.
-            let from = try start(path: path, before: Timestamp.format(seconds: t - 2, millis: 0))
-            // A session's first record is written as it connects: a minute on without it, it is not there.
-            return try scan(path: path, from: from, session: session,
-                            giveUpAfter: Array(Timestamp.format(seconds: t + 60, millis: 0).utf8.prefix(19)))
+        let files = LogFileSet.rotated(of: path) + [path]
+        var found = Found()
+        guard let t = SessionID.seconds(of: session) else {
+            for f in files where !found.done { try scan(path: f, from: 0, session: session, into: &found) }
+            return found.records
         }
-        return try scan(path: path, from: 0, session: session)
+        // Two seconds of slack for the open record's own time stamp; a session's first
+        // record is written as it connects: a minute on without it, it is not there.
+        let target = Timestamp.format(seconds: t - 2, millis: 0)
+        let giveUp = Array(Timestamp.format(seconds: t + 60, millis: 0).utf8.prefix(19))
+        let first = files.lastIndex { f in firstStamp(of: f).map { $0.lexicographicallyPrecedes(Array(target.utf8)) } ?? false } ?? 0
+        for (i, f) in files.enumerated().dropFirst(first) where !found.done {
+            try scan(path: f, from: i == first ? start(path: f, before: target) : 0, session: session, giveUpAfter: giveUp, into: &found)
+        }
+        return found.records
+    }
+
+    /// A search's progress across files.
+    struct Found {
+        var records: [(record: [String: Any], line: String)] = []
+        /// The session closed, or a restart or the give-up time came first.
+        var done = false
     }
 
     /// Reads forward from `from`; stops at the session's close, or at a gateway start after
     /// its records (a session the gateway's stop or crash cut off never closes).
-    static func scan(path: String, from: Int, session: String, giveUpAfter: [UInt8]? = nil) throws -> [(record: [String: Any], line: String)] {
+    static func scan(path: String, from: Int, session: String, giveUpAfter: [UInt8]? = nil, into found: inout Found) throws {
         let needle = Array("\"session\":\"\(session)\"".utf8)
         let restart = Array("\"event\":\"gateway.start\"".utf8)
-        var out: [(record: [String: Any], line: String)] = []
         try LogReader.scanLines(path: path, from: from) { line, _ in
-            if out.isEmpty, let g = giveUpAfter, let ts = stamp(of: line), g.lexicographicallyPrecedes(ts) { return false }
-            if contains(line, restart) { return out.isEmpty }
-            guard contains(line, needle),
-                  let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
-                  obj["session"] as? String == session else { return true }
-            out.append((obj, String(decoding: line, as: UTF8.self)))
-            let event = obj["event"] as? String
-            return event != "session.close" && event != "session.refused"
-        }
-        return out
-    }
-
-    /// Whether `needle` (not empty) occurs in `line`: memchr for its first octet, then a compare.
-    static func contains(_ line: ArraySlice<UInt8>, _ needle: [UInt8]) -> Bool {
-        guard let first = needle.first else { return true }
-        return line.withUnsafeBytes { l in
-            needle.withUnsafeBytes { n in
-                guard let base = l.baseAddress, let nb = n.baseAddress, l.count >= n.count else { return false }
-                var at = 0
-                while at + n.count <= l.count, let hit = memchr(base + at, Int32(first), l.count - n.count + 1 - at) {
-                    let i = base.distance(to: UnsafeRawPointer(hit))
-                    if memcmp(base + i, nb, n.count) == 0 { return true }
-                    at = i + 1
-                }
+            if found.records.isEmpty, let g = giveUpAfter, let ts = stamp(of: line), g.lexicographicallyPrecedes(ts) {
+                found.done = true
                 return false
             }
+            if ByteSearch.contains(line, restart) && !found.records.isEmpty {
+                found.done = true
+                return false
+            }
+            guard ByteSearch.contains(line, needle),
+                  let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+                  obj["session"] as? String == session else { return true }
+            found.records.append((obj, String(decoding: line, as: UTF8.self)))
+            let event = obj["event"] as? String
+            found.done = event == "session.close" || event == "session.refused"
+            return !found.done
         }
+    }
+
+    /// The stamp of a file's first record.
+    static func firstStamp(of path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: 64)
+        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 64, 0) }
+        guard n > 0 else { return nil }
+        return stamp(of: buf[..<n]).map(Array.init)
     }
 
     /// A line start at or before the first record stamped `stamp` or later (whose text

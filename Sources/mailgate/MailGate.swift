@@ -238,8 +238,7 @@ struct Log: ParsableCommand {
             guard ["table", "json"].contains(format) else { throw ValidationError("--format is table or json") }
             var count = 0
             do {
-                try LogReader.forEachRecord(path: file) { r, l in
-                    guard f.matches(r) else { return }
+                try f.scan(path: file) { r, l in
                     count += 1
                     print(format == "json" ? String(l) : LogFormat.line(r))
                 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SMTPProtocol
 @testable import DecisionLog
 
 @Suite struct SessionSearchTests {
@@ -58,7 +59,9 @@ import Testing
         let story = LogStory.tell(found.map(\.record), id: ids[1500])
         #expect(story.contains("  (no close record: the session was still open, or the gateway stopped or crashed during it)"))
         // An id without the time layout is looked for everywhere.
-        #expect(try SessionSearch.scan(path: path, from: 0, session: ids[10]).count == 3)
+        var all = SessionSearch.Found()
+        try SessionSearch.scan(path: path, from: 0, session: ids[10], into: &all)
+        #expect(all.records.count == 3 && all.done)
     }
 
     @Test func sessionIDsCarryTheirTime() {
@@ -68,5 +71,54 @@ import Testing
         #expect(SessionID.seconds(of: id + ".3") == 0x6745_c1a2)
         #expect(SessionID.seconds(of: "not-an-id-at-all") == nil)
         #expect(SessionID.session(of: id + ".3") == id)
+    }
+
+    /// A session whose time falls in a rotated file is found there, and one that spans a
+    /// rotation is followed into the next file.
+    @Test func searchesTheRotatedFiles() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file()
+        let ids = try write(path)
+        // Cut the file in three at line boundaries, between a session's open and its close.
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let lines = text.split(separator: "\n").map { $0 + "\n" }
+        try lines[0..<3001].joined().write(toFile: path + ".20261201T000000Z", atomically: true, encoding: .utf8)
+        try lines[3001..<6000].joined().write(toFile: path + ".20261202T000000Z", atomically: true, encoding: .utf8)
+        try lines[6000...].joined().write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try SessionSearch.records(of: ids[10], path: path).count == 3)
+        let spanning = try SessionSearch.records(of: ids[1000], path: path)
+        #expect(spanning.map { $0.record["event"] as? String } == ["session.open", "verdict", "session.close"])
+        #expect(try SessionSearch.records(of: ids[2500], path: path).count == 3)
+        var f = LogFilter()
+        f.session = ids[1000]
+        var n = 0
+        try f.scan(path: path) { _, _ in n += 1 }
+        #expect(n == 3)
+    }
+
+    /// --since enters the file by binary search, --until stops the read; --client and
+    /// --action are found by their octets first.
+    @Test func queryByTimeWindowAndFields() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file()
+        _ = try write(path)
+        var f = LogFilter()
+        f.since = Timestamp.format(seconds: 1_790_002_000, millis: 0)
+        f.until = Timestamp.format(seconds: 1_790_002_010, millis: 0)
+        var seen: [Int] = []
+        try f.scan(path: path) { r, _ in seen.append(r["seq"] as? Int ?? 0) }
+        #expect(seen == Array(6001...6030))
+        f = LogFilter()
+        f.client = IPNetwork("192.0.2.7")
+        f.event = "verdict"
+        seen = []
+        try f.scan(path: path) { r, _ in seen.append(r["seq"] as? Int ?? 0) }
+        #expect(seen.count == 12 && seen.first == 7 * 3 + 2)
+        f.client = IPNetwork("192.0.2.0/30")
+        seen = []
+        try f.scan(path: path) { _, _ in seen.append(0) }
+        #expect(seen.count == 4 * 12)
     }
 }
