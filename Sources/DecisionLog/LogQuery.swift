@@ -56,7 +56,8 @@ extension LogFilter {
     /// Every matching record of the log at `path` and the files rotated from it, oldest
     /// first. With `since`, each file is entered by a binary search on time; with `until`,
     /// reading stops past it (records are written in time order).
-    public func scan(path: String, _ body: ([String: Any], Substring) -> Void) throws {
+    /// `skip`: lines the caller does not need, told by their octets (not parsed).
+    public func scan(path: String, skip: ((ArraySlice<UInt8>) -> Bool)? = nil, _ body: ([String: Any], Substring) -> Void) throws {
         let needles = self.needles
         let untilStamp = until.map { Array($0.utf8.prefix(19)) }
         var past = false
@@ -67,6 +68,7 @@ extension LogFilter {
                     past = true
                     return false
                 }
+                if let skip, skip(line) { return true }
                 guard needles.allSatisfy({ ByteSearch.contains(line, $0) }),
                       let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], matches(obj) else { return true }
                 body(obj, Substring(decoding: line, as: UTF8.self))

@@ -46,6 +46,7 @@ extension Session {
 
     func stageContext(_ stage: Stage) -> [(String, JSONValue)] {
         var f: [(String, JSONValue)] = []
+        if stage == .helo, let h = machine.heloCandidate ?? machine.helo { f.append(("helo", .string(h))) }
         if let t = machine.transaction, stage >= .mail { f.append(("sender", .string(t.sender.description))) }
         if stage == .rcpt, let r = machine.transaction?.candidate { f.append(("recipient", .string(r.description))) }
         return f
@@ -53,7 +54,7 @@ extension Session {
 
     func logTransaction(_ t: SMTPTransaction, action: String, reply: SMTPReply) {
         var f: [(String, JSONValue)] = [
-            ("transaction", .string(t.id)), ("sender", .string(t.sender.description)),
+            ("transaction", .string(t.id)), ("helo", .string(machine.helo ?? "")), ("sender", .string(t.sender.description)),
             ("recipients", .array(t.recipients.map { .string($0.description) })), ("size", .int(message?.size ?? 0)),
             ("message_id", .string(message?.messageID ?? "")), ("action", .string(action)), ("reply", .string(reply.summary)),
         ] + policyFields

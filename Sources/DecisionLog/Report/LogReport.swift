@@ -1,0 +1,145 @@
+import Foundation
+import SMTPProtocol
+
+/// What `mailgate log report` counts: messages accepted, and every refusal and deferral the
+/// gateway answered (a policy or gateway verdict with a reply, a connection refused, a
+/// message the downstream refused), by stage, check, rule, reply code and time, with the
+/// clients, HELO names, senders and recipients most refused, and the policies in force.
+public struct LogReport {
+    public enum Bucket: String, Sendable, CaseIterable { case hour, day }
+
+    public struct Counts: Equatable, Sendable {
+        public var accepted = 0, refused = 0, deferred = 0
+        public var total: Int { accepted + refused + deferred }
+    }
+
+    public let bucket: Bucket
+    public private(set) var totals = Counts()
+    public private(set) var sessions = 0
+    public private(set) var records = 0
+    /// `stage/check` or `stage/check/rule` → refusals and deferrals.
+    public private(set) var reasons: [String: Counts] = [:]
+    /// `550 5.7.1` → how many replies.
+    public private(set) var replyCodes: [String: Int] = [:]
+    /// Bucket start (`2026-11-25T10` or `2026-11-25`) → counts.
+    public private(set) var series: [String: Counts] = [:]
+    public private(set) var clientNetworks = TopCounter()
+    public private(set) var heloNames = TopCounter()
+    public private(set) var senderDomains = TopCounter()
+    public private(set) var recipients = TopCounter()
+    /// `name version` → sessions that ran it.
+    public private(set) var policies: [String: Int] = [:]
+    public private(set) var firstTime: String?
+    public private(set) var lastTime: String?
+    /// Open sessions' HELO names, to name the HELO of a later refusal (bounded).
+    private var helo: [String: String] = [:]
+
+    public init(bucket: Bucket = .day) { self.bucket = bucket }
+
+    /// Lines a report can skip without parsing: a check that let the session go on, at a
+    /// stage other than HELO (which names the session's HELO).
+    public static func canSkip(_ line: ArraySlice<UInt8>) -> Bool {
+        ByteSearch.contains(line, continueAction) && !ByteSearch.contains(line, heloStage)
+    }
+
+    static let continueAction = ByteSearch.field("action", "continue")
+    static let heloStage = ByteSearch.field("stage", "helo")
+
+    /// A record in the window that `canSkip` let the caller skip: counted, not parsed.
+    public mutating func addSkipped() { records += 1 }
+
+    public mutating func add(_ r: [String: Any]) {
+        records += 1
+        let ts = r["ts"] as? String ?? ""
+        if firstTime == nil { firstTime = ts }
+        lastTime = ts
+        let session = r["session"] as? String ?? ""
+        switch r["event"] as? String {
+        case "session.open":
+            sessions += 1
+            if let p = r["policy"] as? String { policies["\(p) \(r["policy_version"] as? String ?? "")", default: 0] += 1 }
+        case "session.close":
+            helo[session] = nil
+        case "session.refused":
+            count(r, ts: ts, reason: "connect/\(r["check"] as? String ?? "?")")
+        case "verdict":
+            verdict(r, ts: ts, session: session)
+        case "transaction":
+            transaction(r, ts: ts)
+        default:
+            break
+        }
+    }
+
+    private mutating func verdict(_ r: [String: Any], ts: String, session: String) {
+        let stage = r["stage"] as? String ?? "?"
+        if stage == "helo", let h = r["helo"] as? String {
+            if helo.count >= 100_000 { helo.removeAll() }
+            helo[session] = h
+        }
+        // A refusal is counted where its reply was given, not where it was deferred from.
+        guard r["reply"] != nil, r["deferred_to"] == nil, r["monitor"] as? Bool != true else { return }
+        var reason = "\(stage)/\(r["check"] as? String ?? "?")"
+        if let rule = r["rule"] as? String { reason += "/\(rule)" }
+        count(r, ts: ts, reason: reason, helo: helo[session])
+    }
+
+    private mutating func transaction(_ r: [String: Any], ts: String) {
+        let action = r["action"] as? String ?? ""
+        if action == "accept" {
+            totals.accepted += 1
+            series[key(ts), default: Counts()].accepted += 1
+        } else if let d = r["downstream"] as? [String: Any], d["result"] as? String != "delivered" {
+            // The downstream refused it (a policy's own refusal has its verdict).
+            count(r, ts: ts, reason: "data/downstream")
+        }
+    }
+
+    private mutating func count(_ r: [String: Any], ts: String, reason: String, helo: String? = nil) {
+        let action = r["action"] as? String ?? ""
+        let reply = r["reply"] as? String ?? ""
+        let deferred = action == "tempfail" || reply.hasPrefix("4")
+        guard deferred || action == "reject" || action == "drop" || reply.hasPrefix("5") else { return }
+        func bump(_ c: inout Counts) { if deferred { c.deferred += 1 } else { c.refused += 1 } }
+        bump(&totals)
+        bump(&reasons[reason, default: Counts()])
+        bump(&series[key(ts), default: Counts()])
+        let code = reply.split(separator: " ").prefix(2).joined(separator: " ")
+        if !code.isEmpty { replyCodes[code, default: 0] += 1 }
+        if let c = r["client"] as? String { clientNetworks.add(Self.network(c)) }
+        if let h = helo ?? r["helo"] as? String { heloNames.add(h.lowercased()) }
+        if let s = r["sender"] as? String, let at = s.lastIndex(of: "@") { senderDomains.add(s[s.index(after: at)...].lowercased()) }
+        if let rc = r["recipient"] as? String { recipients.add(rc.lowercased()) }
+    }
+
+    /// The bucket a time stamp falls in: its first 13 (hour) or 10 (day) characters.
+    func key(_ ts: String) -> String { String(ts.prefix(bucket == .hour ? 13 : 10)) }
+
+    /// A client's network as a report groups it: the /24 of an IPv4 address, the /48 of an IPv6 one.
+    static func network(_ ip: String) -> String {
+        switch IPAddress(ip) {
+        case .v4(let a)?: return IPNetwork(address: .v4(a & 0xFFFF_FF00), prefix: 24).description
+        case .v6(let hi, _)?: return IPNetwork(address: .v6(hi & 0xFFFF_FFFF_FFFF_0000, 0), prefix: 48).description
+        case nil: return ip
+        }
+    }
+
+    /// Every time bucket from the first to the last, oldest first (empty ones included).
+    public var timeline: [(String, Counts)] { series.keys.sorted().map { ($0, series[$0] ?? Counts()) } }
+}
+
+/// Counts of keys, for top-N tables. Past `limit` distinct keys, the keys seen once are
+/// dropped (the counts become approximate for rare keys; the top stays right).
+public struct TopCounter: Sendable {
+    public private(set) var counts: [String: Int] = [:]
+    let limit = 100_000
+
+    mutating func add(_ key: String) {
+        counts[key, default: 0] += 1
+        if counts.count > limit { counts = counts.filter { $0.value > 1 } }
+    }
+
+    public func top(_ n: Int) -> [(String, Int)] {
+        counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(n).map { ($0.key, $0.value) }
+    }
+}
