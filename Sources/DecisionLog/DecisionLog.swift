@@ -218,6 +218,12 @@ public final class DecisionLog: @unchecked Sendable {
         return TailRecovery(tornOctets: torn.count, keptAt: aside, lastGoodSeq: tail.seq)
     }
 
+    /// Octets queued for the writer (a metric).
+    public var pendingOctets: Int {
+        cond.lock(); defer { cond.unlock() }
+        return pending.count
+    }
+
     /// True while records can be written. A gateway that sees false tempfails mail.
     public var isHealthy: Bool {
         cond.lock(); defer { cond.unlock() }

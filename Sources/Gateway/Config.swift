@@ -102,6 +102,12 @@ public struct DownstreamConfig: Sendable {
     public init() {}
 }
 
+/// `metrics.listen`: where `/metrics` (Prometheus) and `/health` (JSON) are served; nil: off.
+public struct MetricsConfig: Sendable {
+    public var listen: String?
+    public init() {}
+}
+
 public struct LogConfig: Sendable {
     public var path = "var/decisions.log"
     /// "group" or "fsync".
@@ -152,6 +158,8 @@ public struct GatewayConfig: Sendable {
     public var policy: String?
     /// Seconds between looks at the policy files for changes (0: only on SIGHUP).
     public var policyWatch = 0
+    /// The metrics and health endpoint (off by default).
+    public var metrics = MetricsConfig()
     public var dns = DNSConfig()
     /// The greylist store, keys and times, for every policy that runs the greylist check.
     public var greylist = GreylistConfig()
@@ -270,7 +278,7 @@ public enum ConfigLoader {
         }
 
         mutating func readRoot(_ n: Node, into c: inout GatewayConfig) {
-            let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks", "policy", "policyWatch", "dns", "greylist", "allowUntrustedRouting", "auth"]
+            let keys: Set = ["listeners", "domains", "downstream", "log", "spool", "shutdownGracePeriod", "checks", "policy", "policyWatch", "dns", "greylist", "allowUntrustedRouting", "auth", "metrics"]
             var listenerNodes: [Node] = []
             var heloNode: Node?
             for (key, _, v) in mapping(n, "top level", allowed: keys) {
@@ -290,6 +298,13 @@ public enum ConfigLoader {
                     }
                 case "downstream": readDownstream(v, into: &c.downstream)
                 case "log": readLog(v, into: &c.log)
+                case "metrics":
+                    for (k, _, mv) in mapping(v, "metrics", allowed: ["listen"]) where k == "listen" {
+                        guard let s = string(mv, k) else { continue }
+                        guard let b = BindAddress(s), b.unixPath == nil else { fail(mv, "'metrics.listen' must be address:port, e.g. 127.0.0.1:9325"); continue }
+                        _ = b
+                        c.metrics.listen = s
+                    }
                 case "spool":
                     for (k, _, sv) in mapping(v, "spool", allowed: ["directory", "memoryLimit"]) {
                         if k == "directory", let s = string(sv, k) { c.spoolDirectory = s }

@@ -193,6 +193,7 @@ final class GatewayShared: Sendable {
     let forwarder: Forwarder
     let tracker = ConnectionTracker()
     let registry = SessionRegistry()
+    let metrics = GatewayMetrics()
     /// Every listener's name: an incoming Authentication-Results naming any of them is a
     /// forgery (RFC 8601 §5) and is removed on every listener.
     let authservIDs: Set<String>
@@ -232,6 +233,10 @@ public final class GatewayServer: @unchecked Sendable {
     public let resolver: DNSResolver
     let catalog: CheckCatalog
     private var selfTester: Task<Void, Never>?
+    private var metricsChannel: Channel?
+
+    /// Where `/metrics` and `/health` are served, when `metrics.listen` is set.
+    public var metricsAddress: SocketAddress? { lock.withLock { metricsChannel?.localAddress } }
     private var purger: Task<Void, Never>?
     /// The greylist store (opened at start when a policy greylists) and its clock.
     public let greylist: GreylistService
@@ -334,6 +339,7 @@ public final class GatewayServer: @unchecked Sendable {
                     ("policy_version", .string(n.version)), ("previous_version", .string(old[l.name]?.version ?? "")),
                 ]))
             }
+            shared.metrics.policyReload(result: "ok")
             return []
         } catch {
             let lines = (error as? PolicyErrors)?.diagnostics.map(\.description) ?? ["\(error)"]
@@ -343,6 +349,7 @@ public final class GatewayServer: @unchecked Sendable {
                 ("errors", .array(lines.map { .string($0) })),
                 ("running", .array(config.listeners.map { l in .string("\(l.name): \(old[l.name]?.name ?? "?") \(old[l.name]?.version ?? "")") })),
             ]))
+            shared.metrics.policyReload(result: "refused")
             return lines
         }
     }
@@ -416,6 +423,10 @@ public final class GatewayServer: @unchecked Sendable {
                 guard let addr = BindAddress(b) else { continue }
                 try await listen(l, on: addr)
             }
+        }
+        if let m = config.metrics.listen, let addr = BindAddress(m) {
+            let channel = try await MetricsServer.start(on: addr, group: group, shared: shared)
+            lock.withLock { metricsChannel = channel }
         }
         if config.dns.selfTestInterval > 0 {
             let t = Task { [weak self] in
@@ -542,6 +553,7 @@ public final class GatewayServer: @unchecked Sendable {
         let grace = grace ?? .seconds(config.shutdownGracePeriod)
         let channels = lock.withLock { serverChannels.map(\.1) }
         for c in channels { try? await c.close() }
+        if let m = lock.withLock({ metricsChannel }) { try? await m.close() }
         log.append(LogRecord(event: "gateway.shutdown", fields: [("grace_s", .int(Int(grace.components.seconds)))]))
         for h in shared.registry.beginShutdown() { Self.closeWith421(h) }
         let deadline = ContinuousClock.now + grace

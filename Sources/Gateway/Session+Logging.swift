@@ -22,6 +22,7 @@ extension Session {
                                         ("action", .string(d.action))]
         if let r = d.reply { f.append(("reply", .string(r.summary))) }
         if let r = d.reason { f.append(("reason", .string(r))) }
+        shared.metrics.verdict(stage: d.stage.rawValue, check: d.check, action: d.action)
         if let s = d.sender { f.append(("sender", .string(s.description))) }
         if let r = d.recipient { f.append(("recipient", .string(r.description))) }
         log("verdict", f + policyFields)
@@ -29,6 +30,7 @@ extension Session {
 
     /// A verdict of the policy: a check's result, a rule that fired, a threshold.
     func logVerdict(_ v: PolicyVerdict, extra: [(String, JSONValue)]) {
+        shared.metrics.verdict(stage: v.stage.rawValue, check: v.check, action: v.action)
         var f: [(String, JSONValue)] = [("stage", .string(v.stage.rawValue)), ("check", .string(v.check))]
         if let r = v.rule { f.append(("rule", .string(r))) }
         if let p = v.place { f.append(("rule_file", .string(p))) }
@@ -53,6 +55,7 @@ extension Session {
     }
 
     func logTransaction(_ t: SMTPTransaction, action: String, reply: SMTPReply) {
+        shared.metrics.transaction(outcome: action)
         var f: [(String, JSONValue)] = [
             ("transaction", .string(t.id)), ("helo", .string(machine.helo ?? "")), ("sender", .string(t.sender.description)),
             ("recipients", .array(t.recipients.map { .string($0.description) })), ("size", .int(message?.size ?? 0)),

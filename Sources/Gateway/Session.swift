@@ -78,7 +78,10 @@ final class Session {
                        listener: ListenerConfig, helloName: String, policy: CompiledPolicy, shared: GatewayShared) async {
         let remote = conn.channel.remoteAddress
         let id = newID()
-        guard let origin = await origin(of: conn, proxy: proxy, listener: listener, id: id, shared: shared) else { return }
+        guard let origin = await origin(of: conn, proxy: proxy, listener: listener, id: id, shared: shared) else {
+            shared.metrics.connectionRefused(listener: listener.name, check: "proxy")
+            return
+        }
         let ip = origin.ip, port = origin.port
         if let why = shared.tracker.admit(listener: listener, ip: ip) {
             let r = SMTPReply(421, "4.7.0", "Too many connections, try again later")
@@ -86,11 +89,14 @@ final class Session {
                 ("client", .string(ip.description)), ("port", .int(port)), ("listener", .string(listener.name)),
                 ("stage", "connect"), ("check", "limits"), ("action", "tempfail"), ("reply", .string(r.summary)), ("reason", .string(why)),
             ]))
+            shared.metrics.connectionRefused(listener: listener.name, check: "limits")
             let said = shared.config.log.idInReplies ? r.referencing(id) : r
             try? await conn.executeThenClose { _, outbound in try await outbound.write(ByteBuffer(string: said.encoded)) }
             return
         }
         defer { shared.tracker.release(listener: listener.name, ip: ip) }
+        shared.metrics.connectionOpened(listener: listener.name)
+        defer { shared.metrics.connectionClosed(listener: listener.name) }
         let h = SessionHandle(channel: conn.channel)
         shared.registry.add(id, h)
         defer { shared.registry.remove(id) }
@@ -312,7 +318,10 @@ final class Session {
                                         client: client.clientIP, by: helloName, tls: machine.tls, authenticated: machine.authUser != nil)
             + HeaderField.mergingAuthenticationResults(t.headers, authserv: helloName).map { "\($0.name): \($0.value)\r\n" }.joined()
         let env = Envelope(sender: t.sender, parameters: t.parameters, recipients: t.recipients, recipientParameters: t.recipientParameters)
+        let began = ContinuousClock.now
         let d = await shared.forwarder.deliver(env, prefix: prefix, spool: spool)
+        let took = (ContinuousClock.now - began).components
+        shared.metrics.delivery(target: d.target, result: d.kind.rawValue, nanoseconds: took.seconds * 1_000_000_000 + took.attoseconds / 1_000_000_000)
         delivery = d
         return .delivered(SMTPDeliveryReport(action: d.kind.action, reply: d.reply, perRecipient: d.perRecipient))
     }

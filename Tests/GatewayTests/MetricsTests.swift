@@ -1,0 +1,57 @@
+import Foundation
+import Testing
+@testable import Gateway
+
+/// `metrics.listen`: Prometheus counters that move with the mail, and a health endpoint that
+/// turns 503 when the gateway would tempfail.
+@Suite struct MetricsTests {
+    func curl(_ url: String) async throws -> (status: String, body: String) {
+        let (rc, out) = try await runProgram("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "--max-time", "10", url])
+        #expect(rc == 0, "\(out)")
+        let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
+        return (String(lines.last ?? ""), lines.dropLast().joined(separator: "\n"))
+    }
+
+    func value(_ body: String, _ series: String) -> Double? {
+        body.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+    }
+
+    @Test func countersMoveWithTheMailAndHealthFollowsTheDownstream() async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { c in
+            c.listeners[0].authorizedAddresses = [.init("192.0.2.0/24")!]
+            c.metrics.listen = "127.0.0.1:0"
+        }
+        let port = try #require(gw.server.metricsAddress?.port)
+        let base = "http://127.0.0.1:\(port)"
+        let ok = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"], data: "Subject: x\r\n\r\nhi\r\n")
+        #expect(ok["refused"] as? [String: Any] == nil || (ok["refused"] as? [String: Any])?.isEmpty == true, "\(ok)")
+        _ = try await Client.raw(port: gw.port, [("EHLO c.example\r\n", 1), ("MAIL FROM:<a@example.net>\r\n", 1),
+                                                 ("RCPT TO:<victim@example.com>\r\n", 1), ("QUIT\r\n", 1)])
+        _ = try await gw.records(waitingFor: "session.close", count: 2)
+        let first = try await curl(base + "/metrics")
+        #expect(first.status == "200")
+        #expect(value(first.body, "mailgate_transactions_total{outcome=\"accept\"}") == 1, "\(first.body)")
+        #expect(value(first.body, "mailgate_connections_total{listener=\"smtp\"}") == 2)
+        #expect(value(first.body, "mailgate_connections_open{listener=\"smtp\"}") == 0)
+        #expect(value(first.body, "mailgate_verdicts_total{stage=\"rcpt\",check=\"relay\",action=\"reject\"}") == 1, "\(first.body)")
+        #expect(value(first.body, "mailgate_downstream_delivery_seconds_count{target=\"smtp:127.0.0.1:\(down.port)\"}") == 1, "\(first.body)")
+        #expect(value(first.body, "mailgate_log_healthy") == 1)
+        // Another message: the counter moves.
+        _ = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.org"], data: "Subject: y\r\n\r\nhi\r\n")
+        let second = try await curl(base + "/metrics")
+        #expect(value(second.body, "mailgate_transactions_total{outcome=\"accept\"}") == 2)
+
+        let healthy = try await curl(base + "/health")
+        #expect(healthy.status == "200")
+        let h = try #require(try JSONSerialization.jsonObject(with: Data(healthy.body.utf8)) as? [String: Any])
+        #expect(h["status"] as? String == "ok")
+        #expect(((h["downstream"] as? [[String: Any]])?.first?["ok"] as? Bool) == true)
+        down.stop()
+        let sick = try await curl(base + "/health")
+        #expect(sick.status == "503", "\(sick)")
+        #expect(sick.body.contains("\"status\":\"unhealthy\""))
+        #expect(try await curl(base + "/nothing").status == "404")
+        await gw.stop()
+    }
+}
