@@ -63,7 +63,7 @@ import Greylist
         """
         #expect(errors(yaml) == [
             "t.yaml:4: unknown key 'maxMessageSize' in listener (known: addressBracketsEnforcement, authAllowPlaintext, authRequired, authorizedAddresses, bind, connectBacklog, connectionLimit, connectionLimitPerIP, connectionTimeout, dataDeadline, handlerchain, helloName, heloEhloEnforcement, maxRecipients, maxUnrecognizedCommands, maxmessagesize, name, policy, protocol, proxyAddresses, proxyRequired, proxyTimeout, smtpGreeting, socketMode, tls, tlsCertificates, tlsCiphers, tlsMinVersion, tlsRequired, verifyIdentity)",
-            "t.yaml:5: unknown key 'domainz' in top level (known: allowUntrustedRouting, auth, checks, dns, domains, downstream, greylist, listeners, log, policy, policyWatch, shutdownGracePeriod, spool)",
+            "t.yaml:5: unknown key 'domainz' in top level (known: allowUntrustedRouting, auth, checks, dns, domains, downstream, greylist, listeners, log, metrics, policy, policyWatch, shutdownGracePeriod, spool)",
         ])
     }
 
