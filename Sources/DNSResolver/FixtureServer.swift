@@ -55,7 +55,7 @@ public final class DNSFixtureServer: @unchecked Sendable {
             guard DNSWire.isValidRecord(line), parts.count >= 4,
                   let typeIndex = parts.firstIndex(where: { DNSType(name: $0) != nil && $0 != parts[0] }),
                   let type = DNSType(name: parts[typeIndex]) else {
-                throw NSError(domain: "DNSFixtureServer", code: 1, userInfo: [NSLocalizedDescriptionKey: "fixture line \(n + 1): cannot parse '\(line)'"])
+                throw FixtureError(description: "line \(n + 1): cannot parse '\(line)'")
             }
             e.append(Entry(name: canonicalName(parts[0]), type: type.rawValue, line: line))
         }
@@ -199,4 +199,9 @@ struct DNSLengthFramer: ByteToMessageDecoder {
         context.fireChannelRead(NIOAny(message))
         return .continue
     }
+}
+
+/// A fixture line the server cannot read.
+public struct FixtureError: Error, CustomStringConvertible {
+    public let description: String
 }

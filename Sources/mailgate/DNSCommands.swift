@@ -59,8 +59,9 @@ struct DNSCommand: AsyncParsableCommand {
         @Argument(help: "Fixture file (see Sources/DNSResolver/FixtureServer.swift).") var file: String
 
         func run() async throws {
-            let text = try String(contentsOfFile: file, encoding: .utf8)
-            let s = try DNSFixtureServer(fixtures: text)
+            let text = try CLIError.readText(file)
+            let s: DNSFixtureServer
+            do { s = try DNSFixtureServer(fixtures: text) } catch { throw CLIError.failed(CLIError.Message("\(file): \(error)")) }
             try await s.start()
             FileHandle.standardOutput.write(Data("127.0.0.1:\(s.port)\n".utf8))
             while true { try await Task.sleep(for: .seconds(3600)) }

@@ -34,7 +34,7 @@ extension Log {
                         }
                     }
                 }
-            } catch { throw LogCommandError.failed(error) }
+            } catch { throw CLIError.failed(error) }
             if progress && report.records >= 100_000 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
             print(report.text(top: top), terminator: "")
             if let html {

@@ -159,7 +159,7 @@ struct Log: ParsableCommand {
         func run() throws {
             let r: LogVerification
             do { r = try LogVerifier.verifySet(path: file) } catch {
-                throw LogCommandError.failed(error)
+                throw CLIError.failed(error)
             }
             for n in r.notes { print("NOTE \(n)") }
             if r.ok {
@@ -181,7 +181,7 @@ struct Log: ParsableCommand {
 
         func run() throws {
             let lines: [String]
-            do { lines = try LogReader.lastLines(path: file, count: n) } catch { throw LogCommandError.failed(error) }
+            do { lines = try LogReader.lastLines(path: file, count: n) } catch { throw CLIError.failed(error) }
             for l in lines {
                 if json { print(l) }
                 else if let r = try? JSONSerialization.jsonObject(with: Data(l.utf8)) as? [String: Any] { print(LogFormat.line(r)) }
@@ -242,7 +242,7 @@ struct Log: ParsableCommand {
                     count += 1
                     print(format == "json" ? String(l) : LogFormat.line(r))
                 }
-            } catch { throw LogCommandError.failed(error) }
+            } catch { throw CLIError.failed(error) }
             if format == "table" { FileHandle.standardError.write(Data("\(count) records\n".utf8)) }
         }
     }
@@ -261,7 +261,7 @@ extension Log {
             var ref = id.trimmingCharacters(in: CharacterSet(charactersIn: "[]").union(.whitespaces))
             if ref.hasPrefix("id ") { ref = String(ref.dropFirst(3)).trimmingCharacters(in: .whitespaces) }
             let records: [(record: [String: Any], line: String)]
-            do { records = try SessionSearch.records(of: ref, path: file) } catch { throw LogCommandError.failed(error) }
+            do { records = try SessionSearch.records(of: ref, path: file) } catch { throw CLIError.failed(error) }
             guard !records.isEmpty else {
                 FileHandle.standardError.write(Data("mailgate: no session \(ref) in \(file)\n".utf8))
                 throw ExitCode(1)
@@ -275,11 +275,26 @@ extension Log {
     }
 }
 
-/// A log command that could not read its file: one plain line on stderr, exit 2.
-enum LogCommandError {
+/// A command that could not do its work (a file it cannot read, an input it cannot parse):
+/// one plain line on stderr, exit 2, never a Foundation error dump.
+enum CLIError {
     static func failed(_ error: Error) -> ExitCode {
         FileHandle.standardError.write(Data("mailgate: \(error)\n".utf8))
         return ExitCode(2)
+    }
+
+    /// The text of a file, or the one line that says why it cannot be read.
+    static func readText(_ path: String) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw failed(Message("cannot read \(path): \(String(cString: strerror(errno)))")) }
+        close(fd)
+        guard let d = FileManager.default.contents(atPath: path) else { throw failed(Message("cannot read \(path)")) }
+        return String(decoding: d, as: UTF8.self)
+    }
+
+    struct Message: Error, CustomStringConvertible {
+        let description: String
+        init(_ s: String) { description = s }
     }
 }
 

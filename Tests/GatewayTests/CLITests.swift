@@ -41,6 +41,17 @@ import DecisionLog
         }
     }
 
+    /// `dns serve-fixtures` on a missing file or a bad line: one plain line, exit 2.
+    @Test func serveFixturesSaysWhatIsWrongInOneLine() async throws {
+        let (s1, o1) = try await run(["dns", "serve-fixtures", "/nonexistent/fixtures.txt"])
+        #expect(s1 == 2 && o1 == "mailgate: cannot read /nonexistent/fixtures.txt: No such file or directory\n", "\(o1)")
+        let bad = NSTemporaryDirectory() + "mg-fix-\(UUID().uuidString).txt"
+        try "example.org. 300 IN A 192.0.2.1\nbad line here\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: bad) }
+        let (s2, o2) = try await run(["dns", "serve-fixtures", bad])
+        #expect(s2 == 2 && o2 == "mailgate: \(bad): line 2: cannot parse 'bad line here'\n", "\(o2)")
+    }
+
     @Test func checkConfig() async throws {
         let dir = NSTemporaryDirectory() + "mg-cli-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
