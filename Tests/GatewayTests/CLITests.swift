@@ -59,6 +59,9 @@ import DecisionLog
         let (s1, o1) = try await run(["check-config", good])
         #expect(s1 == 0)
         #expect(o1 == "\(good): OK\n")
+        // The production sample stays valid (its policy path is relative, as under systemd's WorkingDirectory).
+        let (sp, op) = try await run(["check-config", "config/mailgate.production.yaml"], cwd: Self.root.path)
+        #expect(sp == 0 && op.hasSuffix("config/mailgate.production.yaml: OK\n"), "\(op)")
         let bad = dir + "/bad.yaml"
         try "listeners:\n  - bind: [\"127.0.0.1:25\"]\n    colour: blue\n".write(toFile: bad, atomically: true, encoding: .utf8)
         let (s2, o2) = try await run(["check-config", bad])
