@@ -118,6 +118,9 @@ public struct LogConfig: Sendable {
     public var idInReplies = true
     /// Rotation (`rotateSize` in MiB, `rotateDaily`) and retention (`retentionDays`).
     public var rotation = LogRotation()
+    /// Recipients' local parts in the log: off, hash (with `redactKey`) or drop.
+    public var redact = LogRedaction.off
+    public var redactKey: String?
     public init() {}
 }
 
@@ -546,7 +549,7 @@ public enum ConfigLoader {
         }
 
         mutating func readLog(_ n: Node, into l: inout LogConfig) {
-            for (key, _, v) in mapping(n, "log", allowed: ["path", "durability", "groupCommitMs", "idInReplies", "rotateSize", "rotateDaily", "retentionDays"]) {
+            for (key, _, v) in mapping(n, "log", allowed: ["path", "durability", "groupCommitMs", "idInReplies", "rotateSize", "rotateDaily", "retentionDays", "redact", "redactKey"]) {
                 switch key {
                 case "path": if let s = string(v, key) { l.path = s }
                 case "durability":
@@ -558,6 +561,12 @@ public enum ConfigLoader {
                 case "idInReplies": if let b = bool(v, key) { l.idInReplies = b }
                 case "rotateSize": if let i = int(v, key, min: 0, max: 1 << 20) { l.rotation.maxOctets = i << 20 }
                 case "rotateDaily": if let b = bool(v, key) { l.rotation.daily = b }
+                case "redact":
+                    if let s = string(v, key) {
+                        guard let m = LogRedaction(rawValue: s) else { fail(v, "'redact' must be off, hash or drop"); continue }
+                        l.redact = m
+                    }
+                case "redactKey": if let s = string(v, key) { l.redactKey = s }
                 case "retentionDays": if let i = int(v, key, min: 0, max: 36500) { l.rotation.retentionDays = i }
                 default: break
                 }

@@ -194,6 +194,7 @@ final class GatewayShared: Sendable {
     let tracker = ConnectionTracker()
     let registry = SessionRegistry()
     let metrics = GatewayMetrics()
+    let redactor: LogRedactor
     /// Every listener's name: an incoming Authentication-Results naming any of them is a
     /// forgery (RFC 8601 §5) and is removed on every listener.
     let authservIDs: Set<String>
@@ -210,6 +211,7 @@ final class GatewayShared: Sendable {
         self.authenticator = authenticator
         self.authFailureLine = authFailureLine
         self.authservIDs = Set(config.listeners.map { AuthenticationResults.normalised($0.resolvedHelloName) })
+        self.redactor = LogRedactor(mode: config.log.redact, key: config.log.redactKey)
     }
 }
 

@@ -7,7 +7,13 @@ import DecisionLog
 /// what action, why.
 extension Session {
     func record(_ event: String, _ fields: [(String, JSONValue)]) -> LogRecord {
-        LogRecord(event: event, session: id, fields: [("client", .string(clientIPText))] + fields)
+        var f = fields
+        if shared.redactor.mode != .off {
+            let t = machine.transaction
+            let addresses = ((t?.recipients ?? []) + (t?.candidate.map { [$0] } ?? []) + redactAlso).map(\.description)
+            f = shared.redactor.redact(fields, addresses: addresses)
+        }
+        return LogRecord(event: event, session: id, fields: [("client", .string(clientIPText))] + f)
     }
 
     func log(_ event: String, _ fields: [(String, JSONValue)]) {
@@ -18,6 +24,8 @@ extension Session {
 
     /// A decision the session makes itself (protocol, relay, limits…), in a verdict's shape.
     func logDecision(_ d: SMTPDecision) {
+        redactAlso = d.recipient.map { [$0] } ?? []
+        defer { redactAlso = [] }
         var f: [(String, JSONValue)] = [("stage", .string(d.stage.rawValue)), ("check", .string(d.check)), ("result", .string(d.result)),
                                         ("action", .string(d.action))]
         if let r = d.reply { f.append(("reply", .string(r.summary))) }
@@ -55,6 +63,8 @@ extension Session {
     }
 
     func logTransaction(_ t: SMTPTransaction, action: String, reply: SMTPReply) {
+        redactAlso = t.recipients
+        defer { redactAlso = [] }
         shared.metrics.transaction(outcome: action)
         var f: [(String, JSONValue)] = [
             ("transaction", .string(t.id)), ("helo", .string(machine.helo ?? "")), ("sender", .string(t.sender.description)),

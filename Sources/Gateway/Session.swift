@@ -37,6 +37,9 @@ final class Session {
     /// Set when a transaction ends while the gateway shuts down.
     var shutdownAfterTransaction = false
     var closeLogged = false
+    /// Recipients to keep out of the record being written beyond the machine's own (the
+    /// transaction just ended), with `log.redact`.
+    var redactAlso: [Mailbox] = []
     /// How a proxied connection came (for `session.open`).
     var proxy: JSONValue?
     let started = ContinuousClock.now
