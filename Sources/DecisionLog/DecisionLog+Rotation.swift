@@ -10,6 +10,7 @@ extension DecisionLog {
     /// names the file, and rotated files past `retentionDays` are deleted and logged.
     func rotateIfDue() {
         guard rotation.enabled else { return }
+        completeDeletion()
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_size > 0 else { return }
         let today = String(Timestamp.now().prefix(10))
@@ -36,25 +37,32 @@ extension DecisionLog {
         applyRetention()
     }
 
-    /// Deletes rotated files last written more than `retentionDays` ago, oldest first, and
-    /// logs which and up to which record.
+    /// Rotated files last written more than `retentionDays` ago, oldest first: a
+    /// `log.retention` record names them and the last record they hold, and they are deleted
+    /// once that record is on disk (so no deletion goes unrecorded, even through a crash).
     func applyRetention() {
-        guard rotation.retentionDays > 0 else { return }
+        guard rotation.retentionDays > 0, pendingDeletion == nil else { return }
         let cutoff = Date().addingTimeInterval(-Double(rotation.retentionDays) * 86400)
-        var deleted: [JSONValue] = []
+        var expired: [String] = []
         var through = 0
         for f in LogFileSet.rotated(of: path) {
             guard let m = (try? FileManager.default.attributesOfItem(atPath: f))?[.modificationDate] as? Date, m < cutoff else { break }
-            let last = (try? DecisionLog.readTail(path: f, firstPrev: nil))?.seq ?? 0
-            guard unlink(f) == 0 else { break }
-            deleted.append(.string(f))
-            through = max(through, last)
+            through = max(through, (try? DecisionLog.readTail(path: f, firstPrev: nil))?.seq ?? 0)
+            expired.append(f)
         }
-        guard !deleted.isEmpty else { return }
-        syncDirectory()
-        appendFromWriter(LogRecord(event: "log.retention", session: nil, fields: [
-            ("deleted", .array(deleted)), ("through_seq", .int(through)), ("retention_days", .int(rotation.retentionDays)),
+        guard !expired.isEmpty else { return }
+        let seq = appendFromWriter(LogRecord(event: "log.retention", session: nil, fields: [
+            ("deleted", .array(expired.map { .string($0) })), ("through_seq", .int(through)), ("retention_days", .int(rotation.retentionDays)),
         ]))
+        if seq > 0 { pendingDeletion = (expired, seq) }
+    }
+
+    /// Deletes the files a durable `log.retention` record named.
+    func completeDeletion() {
+        guard let p = pendingDeletion, headSeq >= p.afterSeq else { return }
+        for f in p.files { unlink(f) }
+        syncDirectory()
+        pendingDeletion = nil
     }
 
     func syncDirectory() {

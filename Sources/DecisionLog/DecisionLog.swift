@@ -77,6 +77,9 @@ public final class DecisionLog: @unchecked Sendable {
     private var inFlight = false
     // Writer thread only:
     var headSeq = 0
+    /// Rotated files past retention, deleted once the `log.retention` record naming them
+    /// (`afterSeq`) is on disk (writer thread only).
+    var pendingDeletion: (files: [String], afterSeq: Int)?
     private var headHash = ""
     private var lastHeadWrite: TimeInterval = 0
     private var thread: Thread?
@@ -90,7 +93,9 @@ public final class DecisionLog: @unchecked Sendable {
         self.path = path
         self.durability = durability
         self.rotation = rotation
-        self.fileDay = String(Timestamp.now().prefix(10))
+        // The day the live file was begun: its first record's, so a restart keeps the day.
+        self.fileDay = SessionSearch.firstStamp(of: path).map { String(decoding: $0.prefix(10), as: UTF8.self) }
+            ?? String(Timestamp.now().prefix(10))
         self.maxPendingOctets = maxPendingOctets
         self.beforeWrite = beforeWrite
         let dir = (path as NSString).deletingLastPathComponent
@@ -310,12 +315,13 @@ public final class DecisionLog: @unchecked Sendable {
     }
 
     /// Queues a record without waiting for room: for the writer thread's own records
-    /// (waiting there would wait on itself).
-    func appendFromWriter(_ record: LogRecord) {
+    /// (waiting there would wait on itself). Returns its sequence number, -1 if not queued.
+    @discardableResult
+    func appendFromWriter(_ record: LogRecord) -> Int {
         let body = DecisionLog.body(record)
         cond.lock()
-        enqueueLocked(body)
-        cond.unlock()
+        defer { cond.unlock() }
+        return enqueueLocked(body)
     }
 
     /// Numbers and chains a serialised body; the caller holds the lock.
@@ -374,6 +380,7 @@ public final class DecisionLog: @unchecked Sendable {
             let ws = waiters
             waiters = []
             let lastSeq = pendingLastSeq, lastHash = pendingLastHash
+            let closingNow = closing
             inFlight = true
             // Room again: wake appenders waiting for it.
             cond.broadcast()
@@ -390,11 +397,12 @@ public final class DecisionLog: @unchecked Sendable {
                     headSeq = lastSeq
                     headHash = lastHash
                     let now = ProcessInfo.processInfo.systemUptime
-                    if now - lastHeadWrite >= 1 || closing {
+                    if now - lastHeadWrite >= 1 || closingNow {
                         writeHead(seq: lastSeq, hash: lastHash)
                         lastHeadWrite = now
                     }
-                    rotateIfDue()
+                    // Not while closing: its own records could no longer be written.
+                    if !closingNow { rotateIfDue() }
                 }
             }
             cond.lock()

@@ -27,16 +27,19 @@ public enum LogFileSet {
         return (String(stamp), n)
     }
 
-    /// The name a file rotated now gets, unused so far.
+    /// The name a file rotated now gets, unused so far, and after the newest rotated file
+    /// even if the clock stepped back (the set is read in name order).
     static func nextName(for path: String) -> String {
-        let ts = Timestamp.now()  // 2026-12-03T17:26:00.123Z
-        let stamp = ts.prefix(19).filter { $0 != "-" && $0 != ":" } + "Z"
-        var name = "\(path).\(stamp)"
-        var n = 2
-        while FileManager.default.fileExists(atPath: name) {
-            name = "\(path).\(stamp)-\(n)"
-            n += 1
+        var stamp = Timestamp.now().prefix(19).filter { $0 != "-" && $0 != ":" } + "Z"
+        var n = 1
+        let base = URL(fileURLWithPath: path).lastPathComponent + "."
+        if let newest = rotated(of: path).last,
+           let (s, c) = parse(String(URL(fileURLWithPath: newest).lastPathComponent.dropFirst(base.count))), stamp <= s {
+            stamp = s
+            n = c + 1
         }
-        return name
+        func name(_ n: Int) -> String { n == 1 ? "\(path).\(stamp)" : "\(path).\(stamp)-\(n)" }
+        while FileManager.default.fileExists(atPath: name(n)) { n += 1 }
+        return name(n)
     }
 }

@@ -128,4 +128,16 @@ import Testing
             #expect(LogFileSet.parse(bad) == nil, "\(bad)")
         }
     }
+
+    /// A clock stepped back still names the next file after the newest one.
+    @Test func rotatedNamesStayInOrderWhenTheClockStepsBack() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file()
+        FileManager.default.createFile(atPath: path + ".20991231T000000Z", contents: Data())
+        #expect(LogFileSet.nextName(for: path) == path + ".20991231T000000Z-2")
+        FileManager.default.createFile(atPath: path + ".20991231T000000Z-2", contents: Data())
+        #expect(LogFileSet.nextName(for: path) == path + ".20991231T000000Z-3")
+        #expect(LogFileSet.rotated(of: path).map { URL(fileURLWithPath: $0).lastPathComponent } == ["decisions.log.20991231T000000Z", "decisions.log.20991231T000000Z-2"])
+    }
 }
