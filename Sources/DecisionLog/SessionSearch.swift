@@ -2,9 +2,8 @@ import Foundation
 
 /// Finds one session's records in a log fast: records are written in time order and a
 /// session id carries its connect time, so a binary search over the file's byte offsets
-/// finds where the session begins and only its span is read. Only an id without the time
-/// is looked for in the whole file; a clock stepped back by more than a minute can hide a
-/// session from this search (`log query --session` reads everything).
+/// finds where the session begins and only its span is read. An id without the time, or
+/// one not found near its time (a clock stepped back), is looked for in the whole log.
 public enum SessionSearch {
     /// The records of session `id` (a transaction id `SESSION.N` names its session), in log
     /// order, each with its raw line.
@@ -20,10 +19,16 @@ public enum SessionSearch {
         // Two seconds of slack for the open record's own time stamp; a session's first
         // record is written as it connects: a minute on without it, it is not there.
         let target = Timestamp.format(seconds: t - 2, millis: 0)
-        let giveUp = Array(Timestamp.format(seconds: t + 60, millis: 0).utf8.prefix(19))
+        // (A PROXY header may take up to 300 s before a refusal is logged.)
+        let giveUp = Array(Timestamp.format(seconds: t + 400, millis: 0).utf8.prefix(19))
         let first = files.lastIndex { f in firstStamp(of: f).map { $0.lexicographicallyPrecedes(Array(target.utf8)) } ?? false } ?? 0
         for (i, f) in files.enumerated().dropFirst(first) where !found.done {
             try scan(path: f, from: i == first ? start(path: f, before: target) : 0, session: session, giveUpAfter: giveUp, into: &found)
+        }
+        if found.records.isEmpty {
+            // Not where its time says (a clock stepped back): read everything.
+            found = Found()
+            for f in files where !found.done { try scan(path: f, from: 0, session: session, into: &found) }
         }
         return found.records
     }

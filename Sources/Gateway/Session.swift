@@ -69,10 +69,10 @@ final class Session {
         self.client = c
     }
 
-    /// 16 hex digits: the connect time in seconds, then 32 random bits. The time lets
+    /// 20 hex digits: the connect time in seconds, then 48 random bits. The time lets
     /// `mailgate log why` find the session by binary search, whatever the log's size.
     static func newID() -> String {
-        SessionID.make(seconds: UInt32(truncatingIfNeeded: time(nil)), random: UInt32.random(in: 0...UInt32.max))
+        SessionID.make(seconds: UInt32(truncatingIfNeeded: time(nil)), random: UInt64.random(in: 0...0xFFFF_FFFF_FFFF))
     }
 
     // MARK: Entry

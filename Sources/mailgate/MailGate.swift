@@ -252,7 +252,7 @@ extension Log {
     struct Why: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Tell the story of one session from the log: the id a refusal's reply ends with ([id …]), or a transaction id.")
-        @Argument(help: "A session id (16 hex digits) or transaction id (SESSION.N).") var id: String
+        @Argument(help: "A session id (20 hex digits) or transaction id (SESSION.N).") var id: String
         @Argument(help: "The log file.") var file = "var/decisions.log"
         @Flag(help: "Print the session's raw JSON lines.") var json = false
 

@@ -11,7 +11,7 @@ import SMTPProtocol
         let t0 = 1_790_000_000
         var seq = 0
         for i in 0..<3000 {
-            let id = SessionID.make(seconds: UInt32(t0 + i), random: UInt32(i * 7919))
+            let id = SessionID.make(seconds: UInt32(t0 + i), random: UInt64(i * 7919))
             ids.append(id)
             let ts = Timestamp.format(seconds: t0 + i, millis: 5)
             let events = i == cutOff ? ["session.open", "verdict"] : ["session.open", "verdict", "session.close"]
@@ -45,7 +45,7 @@ import SMTPProtocol
         let at = try #require(try String(contentsOfFile: path, encoding: .utf8).utf8.firstRange(of: Array(ids[2000].utf8))).lowerBound
         let offset = try String(contentsOfFile: path, encoding: .utf8).utf8.distance(from: "".utf8.startIndex, to: at)
         #expect(from > size / 2 && from <= offset && offset - from < 1 << 17)
-        // An id whose time has no such session: not found, without a whole-file scan.
+        // An id whose time has no such session: not found (near its time, nor anywhere).
         #expect(try SessionSearch.records(of: SessionID.make(seconds: 1_790_001_000, random: 1), path: path).isEmpty)
     }
 
@@ -66,7 +66,7 @@ import SMTPProtocol
 
     @Test func sessionIDsCarryTheirTime() {
         let id = SessionID.make(seconds: 0x6745_c1a2, random: 0x9f)
-        #expect(id == "6745c1a20000009f")
+        #expect(id == "6745c1a200000000009f")
         #expect(SessionID.seconds(of: id) == 0x6745_c1a2)
         #expect(SessionID.seconds(of: id + ".3") == 0x6745_c1a2)
         #expect(SessionID.seconds(of: "not-an-id-at-all") == nil)

@@ -301,7 +301,7 @@ enum GreylistBackend: String, CaseIterable, CustomTestStringConvertible, Sendabl
         let r = try await Client.smtplib(port: port, from: "a@example.net", to: ["b@example.org"], data: Self.message)
         // `mailgate serve` names the session in refusals by default.
         let said = try #require(Self.refused(r, "b@example.org"))
-        #expect(said.hasPrefix("451 4.7.1 Greylisted: please try again in 300 seconds [id ") && said.count == 75, "\(r)")
+        #expect(said.hasPrefix("451 4.7.1 Greylisted: please try again in 300 seconds [id ") && said.count == 79, "\(r)")
         #expect(withoutID(said) == "451 4.7.1 Greylisted: please try again in 300 seconds")
         kill(p.processIdentifier, SIGKILL)
         var c = GreylistConfig()

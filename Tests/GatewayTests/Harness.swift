@@ -336,6 +336,6 @@ func runProgram(_ path: String, _ args: [String], cwd: String? = nil) async thro
 /// A reply line without the ` [id SESSION]` that `log.idInReplies` appends.
 func withoutID(_ line: String) -> String {
     guard line.hasSuffix("]"), let r = line.range(of: " [id ", options: .backwards),
-          line.distance(from: r.upperBound, to: line.endIndex) == 17 else { return line }
+          line.distance(from: r.upperBound, to: line.endIndex) == 21 else { return line }
     return String(line[..<r.lowerBound])
 }

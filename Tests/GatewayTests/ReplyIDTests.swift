@@ -20,7 +20,7 @@ import Testing
         ])
         let records = try await gw.records(waitingFor: "session.close")
         let session = try #require(records.first?["session"] as? String)
-        #expect(session.count == 16)
+        #expect(session.count == 20)
         // Its first half is the connect time.
         let t = try #require(Int(session.prefix(8), radix: 16))
         #expect(abs(t - Int(Date().timeIntervalSince1970)) < 60)
