@@ -49,7 +49,7 @@ extension LogFilter {
         for (k, v) in [("session", session), ("event", event), ("action", action), ("stage", stage), ("check", check)] {
             if let v { n.append(ByteSearch.field(k, v)) }
         }
-        if let c = client, c.prefix == (c.address.isV4 ? 32 : 128) { n.append(ByteSearch.field("client", c.address.description)) }
+        if let c = client, c.prefix == (c.address.isIPv4 ? 32 : 128) { n.append(ByteSearch.field("client", c.address.description)) }
         return n
     }
 
@@ -76,8 +76,4 @@ extension LogFilter {
             }
         }
     }
-}
-
-extension IPAddress {
-    var isV4: Bool { if case .v4 = self { return true } else { return false } }
 }

@@ -15,6 +15,8 @@ public struct LogFileError: Error, CustomStringConvertible {
 public enum LogReader {
     /// Read size: memory stays bounded by this plus the longest line, whatever the log's size.
     static let chunk = 1 << 20
+    /// The most `lastLines` reads back from the end.
+    static let maxTail = 64 << 20
 
     /// Calls `body` with each raw line (without its newline) and whether a newline ended it,
     /// in file order, reading the file in chunks; only a last line can be unterminated.
@@ -54,7 +56,8 @@ public enum LogReader {
     }
 
     /// The last `count` lines (without newlines), oldest first, read backwards from the end in
-    /// blocks: the time taken and memory used depend on `count`, not on the file's size.
+    /// blocks: the time taken and memory used depend on `count`, not on the file's size (at
+    /// most `maxTail` octets are read: lines past it are not shown).
     public static func lastLines(path: String, count: Int) throws -> [String] {
         guard count > 0 else { return [] }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -63,19 +66,21 @@ public enum LogReader {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw LogFileError.errno(path) }
         var end = Int(st.st_size)
-        var tail: [UInt8] = []
-        var newlines = 0
+        var pieces: [[UInt8]] = []
+        var newlines = 0, read = 0
         let block = 64 << 10
         // Enough newlines for `count` whole lines, plus the one before the first of them.
-        while end > 0 && newlines <= count {
+        while end > 0 && newlines <= count && read < maxTail {
             let start = max(0, end - block)
             var piece = [UInt8](repeating: 0, count: end - start)
             let n = piece.withUnsafeMutableBytes { pread(fd, $0.baseAddress, end - start, off_t(start)) }
             guard n == end - start else { throw LogFileError.errno(path) }
             newlines += piece.reduce(0) { $0 + ($1 == 10 ? 1 : 0) }
-            tail = piece + tail
+            read += n
+            pieces.append(piece)
             end = start
         }
+        let tail = Array(pieces.reversed().joined())
         var lines = tail.split(separator: 10, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
         if lines.last == "" { lines.removeLast() }
         // A first piece that does not begin the file may be a partial line.

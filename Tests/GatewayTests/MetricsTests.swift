@@ -48,6 +48,8 @@ import Testing
         #expect(h["status"] as? String == "ok")
         #expect(((h["downstream"] as? [[String: Any]])?.first?["ok"] as? Bool) == true)
         down.stop()
+        // /health answers from a result at most two seconds old.
+        try await Task.sleep(for: .milliseconds(2100))
         let sick = try await curl(base + "/health")
         #expect(sick.status == "503", "\(sick)")
         #expect(sick.body.contains("\"status\":\"unhealthy\""))

@@ -86,4 +86,15 @@ import Testing
         #expect(ProxyHeaderParser.parse(huge) == .invalid("PROXY v2 header of 65551 octets is over the limit of 2048"))
         #expect(ProxyHeaderParser.parse(Array(Self.sig.prefix(5)) + [0x41]) == .invalid("not a PROXY protocol header"))
     }
+
+    /// An IPv4-mapped IPv6 client is the IPv4 client it maps, in both versions.
+    @Test func mappedAddressesFoldToIPv4() {
+        let v1 = Array("PROXY TCP6 ::ffff:203.0.113.7 ::ffff:192.0.2.25 4711 25\r\n".utf8)
+        #expect(ProxyHeaderParser.parse(v1) == .header(ProxyHeader(version: 1, command: .proxy, source: (IPAddress("203.0.113.7")!, 4711),
+                                                                   destination: (IPAddress("192.0.2.25")!, 25)), length: v1.count))
+        let mapped: [UInt8] = [UInt8](repeating: 0, count: 10) + [0xFF, 0xFF]
+        let v2 = Self.v2(0x21, 0x21, mapped + [203, 0, 113, 7] + mapped + [192, 0, 2, 25] + [0x12, 0x67, 0, 25])
+        guard case .header(let h, _) = ProxyHeaderParser.parse(v2) else { Issue.record("no header"); return }
+        #expect(h.source?.address == IPAddress("203.0.113.7") && h.source?.address.isIPv4 == true)
+    }
 }

@@ -128,15 +128,18 @@ public struct LogReport {
     public var timeline: [(String, Counts)] { series.keys.sorted().map { ($0, series[$0] ?? Counts()) } }
 }
 
-/// Counts of keys, for top-N tables. Past `limit` distinct keys, the keys seen once are
-/// dropped (the counts become approximate for rare keys; the top stays right).
+/// Counts of keys, for top-N tables. Past `limit` distinct keys the half with the lowest
+/// counts is dropped (rare keys' counts become approximate; the top stays right), at most
+/// once every `limit / 2` new keys.
 public struct TopCounter: Sendable {
     public private(set) var counts: [String: Int] = [:]
     let limit = 100_000
 
     mutating func add(_ key: String) {
         counts[key, default: 0] += 1
-        if counts.count > limit { counts = counts.filter { $0.value > 1 } }
+        guard counts.count > limit else { return }
+        let keep = counts.sorted { $0.value > $1.value }.prefix(limit / 2)
+        counts = Dictionary(uniqueKeysWithValues: keep.map { ($0.key, $0.value) })
     }
 
     public func top(_ n: Int) -> [(String, Int)] {

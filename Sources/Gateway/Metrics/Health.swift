@@ -6,7 +6,7 @@ import DecisionLog
 /// What `/health` says: whether the decision log can be written and which downstream
 /// targets answer. Unhealthy (503) when the gateway would tempfail mail: the log is not
 /// writable, or no downstream target can be reached.
-struct Health {
+struct Health: Sendable {
     var ok: Bool
     var json: [UInt8]
 

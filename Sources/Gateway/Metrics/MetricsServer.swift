@@ -2,21 +2,46 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOHTTP1
+import NIOConcurrencyHelpers
 import DecisionLog
 
 /// A small HTTP/1.1 server on `metrics.listen`, through NIO's HTTP codec: `GET /metrics`
 /// (Prometheus text format) and `GET /health` (JSON; 503 when the gateway would tempfail
-/// mail). One request per connection; requests are bounded by the codec.
+/// mail). One request per connection, at most `maxConnections` at once (more are closed at
+/// once), each closed after `idleTimeout` without a whole request: a scraper cannot take
+/// the descriptors the SMTP listeners need.
 enum MetricsServer {
+    static let maxConnections = 32
+    static let idleTimeout = TimeAmount.seconds(10)
+
     static func start(on addr: BindAddress, group: EventLoopGroup, shared: GatewayShared) async throws -> Channel {
-        try await ServerBootstrap(group: group)
+        let open = NIOLockedValueBox(0)
+        let health = HealthCache()
+        return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(MetricsHTTPHandler(shared: shared, group: group))
+                let admitted = open.withLockedValue { n in n < maxConnections ? { n += 1; return true }() : false }
+                guard admitted else { return channel.close() }
+                channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }
+                return channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idleTimeout))
+                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(shared: shared, group: group, health: health))
                 }
             }
             .bind(host: addr.host, port: addr.port).get()
+    }
+}
+
+/// `/health` answers from a result at most two seconds old: scrapes do not each probe every
+/// downstream target.
+final class HealthCache: Sendable {
+    private let cached = NIOLockedValueBox<(at: ContinuousClock.Instant, health: Health)?>(nil)
+
+    func get(shared: GatewayShared, group: EventLoopGroup) async -> Health {
+        if let c = cached.withLockedValue({ $0 }), ContinuousClock.now - c.at < .seconds(2) { return c.health }
+        let h = await Health.check(shared: shared, group: group)
+        cached.withLockedValue { $0 = (ContinuousClock.now, h) }
+        return h
     }
 }
 
@@ -26,12 +51,18 @@ final class MetricsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
 
     let shared: GatewayShared
     let group: EventLoopGroup
+    let health: HealthCache
     // Event loop only.
     private var head: HTTPRequestHead?
 
-    init(shared: GatewayShared, group: EventLoopGroup) {
+    init(shared: GatewayShared, group: EventLoopGroup, health: HealthCache) {
         self.shared = shared
         self.group = group
+        self.health = health
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) } else { context.fireUserInboundEventTriggered(event) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -57,8 +88,8 @@ final class MetricsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
         case "/health":
             let loop = context.eventLoop
             let bound = NIOLoopBound(context, eventLoop: loop)
-            let shared = self.shared, group = self.group
-            loop.makeFutureWithTask { await Health.check(shared: shared, group: group) }.whenSuccess { report in
+            let shared = self.shared, group = self.group, health = self.health
+            loop.makeFutureWithTask { await health.get(shared: shared, group: group) }.whenSuccess { report in
                 self.write(bound.value, report.ok ? .ok : .serviceUnavailable, "application/json", report.json)
             }
         default:

@@ -84,7 +84,8 @@ public enum ProxyHeaderParser {
     static func address(_ s: Substring, v6: Bool) -> IPAddress? {
         guard let a = IPAddress(s) else { return nil }
         switch a {
-        case .v4: return v6 ? nil : a
+        // An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is IPv4, as everywhere else.
+        case .v4: return v6 && !s.contains(":") ? nil : a
         case .v6: return v6 ? a : nil
         }
     }
@@ -126,8 +127,7 @@ public enum ProxyHeaderParser {
 
     static func ip(_ b: ArraySlice<UInt8>) -> IPAddress {
         if b.count == 4 { return .v4(b.reduce(0) { $0 << 8 | UInt32($1) }) }
-        let hi = b.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        let lo = b.suffix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        return .v6(hi, lo)
+        // 16 octets here (the block's length was checked); ::ffff:a.b.c.d folds to IPv4.
+        return b.count == 16 ? IPAddress(v6Bytes: Array(b)) : .v4(0)
     }
 }
