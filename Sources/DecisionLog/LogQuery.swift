@@ -49,7 +49,13 @@ extension LogFilter {
         for (k, v) in [("session", session), ("event", event), ("action", action), ("stage", stage), ("check", check)] {
             if let v { n.append(ByteSearch.field(k, v)) }
         }
-        if let c = client, c.prefix == (c.address.isIPv4 ? 32 : 128) { n.append(ByteSearch.field("client", c.address.description)) }
+        if let c = client, c.prefix == (c.address.isIPv4 ? 32 : 128) {
+            n.append(ByteSearch.field("client", c.address.description))
+        } else if let c = client, c.address.isIPv4, c.prefix >= 8 {
+            // An IPv4 network: the octets its whole bytes fix (`"client":"198.51.100.` for a /24).
+            let whole = c.address.description.split(separator: ".").prefix(c.prefix / 8).joined(separator: ".")
+            n.append(Array("\"client\":\"\(whole).".utf8))
+        }
         return n
     }
 

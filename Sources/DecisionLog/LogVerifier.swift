@@ -29,7 +29,8 @@ public enum LogVerifier {
     /// A log and the files rotated from it (`PATH.STAMP`), as one chain: each file must go
     /// on from the one before (so a file removed, reordered, cut short or edited is found),
     /// and a set that begins past record 1 needs a `log.retention` record saying so.
-    public static func verifySet(path: String) throws -> LogVerification {
+    /// `progress` is told the file and the records verified so far, every million records.
+    public static func verifySet(path: String, progress: ((String, Int) -> Void)? = nil) throws -> LogVerification {
         let files = LogFileSet.rotated(of: path) + [path]
         let head = FileManager.default.contents(atPath: path + ".head")
         let headSeq = ChainChecker.headSeq(head)
@@ -39,7 +40,11 @@ public enum LogVerifier {
         var headHash: String?, firstSeq: Int?, retainedFrom = 0
         for (i, f) in files.enumerated() {
             var chain = ChainChecker(path: f, headSeq: headSeq, after: after, mayStartLater: i == 0)
-            try LogReader.forEachRawLine(path: f) { chain.feed($0, terminated: $1) }
+            let before = total.records
+            try LogReader.forEachRawLine(path: f) {
+                chain.feed($0, terminated: $1)
+                if let progress, !chain.stopped, chain.result.records % 1_000_000 == 0, chain.result.records > 0 { progress(f, before + chain.result.records) }
+            }
             total.records += chain.result.records
             total.problems += chain.result.problems
             total.notes += chain.result.notes

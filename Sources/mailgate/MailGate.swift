@@ -158,7 +158,13 @@ struct Log: ParsableCommand {
 
         func run() throws {
             let r: LogVerification
-            do { r = try LogVerifier.verifySet(path: file) } catch {
+            let progress = isatty(2) == 1
+            do {
+                r = try LogVerifier.verifySet(path: file, progress: progress ? { f, n in
+                    FileHandle.standardError.write(Data("\rmailgate: \(f): \(n) records verified…".utf8))
+                } : nil)
+                if progress { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+            } catch {
                 throw CLIError.failed(error)
             }
             for n in r.notes { print("NOTE \(n)") }

@@ -120,5 +120,15 @@ import SMTPProtocol
         seen = []
         try f.scan(path: path) { _, _ in seen.append(0) }
         #expect(seen.count == 4 * 12)
+        // A /24 is found by its first three octets' text; another network by none.
+        f.event = nil
+        f.client = IPNetwork("192.0.2.0/24")
+        seen = []
+        try f.scan(path: path) { _, _ in seen.append(0) }
+        #expect(seen.count == 9000)
+        f.client = IPNetwork("192.0.20.0/24")
+        seen = []
+        try f.scan(path: path) { _, _ in seen.append(0) }
+        #expect(seen.isEmpty)
     }
 }
