@@ -21,6 +21,16 @@ public enum LDNSLibrary {
 
 /// What a question came to. Checks must tell these apart.
 public enum DNSAnswer: Sendable, Equatable, CustomStringConvertible {
+    /// `records`, `nxdomain`, `nodata` or `tempfail`.
+    public var resultName: String {
+        switch self {
+        case .records: return "records"
+        case .nxdomain: return "nxdomain"
+        case .noData: return "nodata"
+        case .tempFail: return "tempfail"
+        }
+    }
+
     /// Records of the type asked, at the end of any CNAME chain.
     case records([DNSRecord])
     case nxdomain
@@ -98,6 +108,9 @@ public struct ResolverConfig: Sendable {
     public var maxTTL = 86_400
     /// Upper bound on negative caching, seconds (RFC 2308 suggests hours; DNSBLs change fast).
     public var maxNegativeTTL = 900
+    /// Told each resolution that went to the servers (not the cache): seconds taken and
+    /// `records`, `nxdomain`, `nodata` or `tempfail` (the gateway's metrics).
+    public var observer: (@Sendable (_ seconds: Double, _ result: String) -> Void)?
     public init(servers: [NameServer]) { self.servers = servers }
 }
 
@@ -166,7 +179,15 @@ public final class DNSResolver: Sendable {
             if let f = m[key] { return (f, true) }
             let p = loop.makePromise(of: DNSAnswer.self)
             m[key] = p.futureResult
-            Task { p.succeed(await self.resolve(key, type: type)) }
+            Task {
+                let began = ContinuousClock.now
+                let answer = await self.resolve(key, type: type)
+                if let observe = self.config.observer {
+                    let d = (ContinuousClock.now - began).components
+                    observe(Double(d.seconds) + Double(d.attoseconds) / 1e18, answer.resultName)
+                }
+                p.succeed(answer)
+            }
             return (p.futureResult, false)
         }
         if joined { counters.withLockedValue { $0.coalesced += 1 } }

@@ -258,15 +258,18 @@ public final class GatewayServer: @unchecked Sendable {
                                     forwarder: try Forwarder(config: config.downstream, helloName: hello, group: group),
                                     authenticator: try config.auth.passwdFile.map { try Authenticator(config.auth, path: $0) },
                                     authFailureLine: authFailureLine)
-        self.resolver = GatewayServer.makeResolver(config.dns, group: group)
+        let metrics = shared.metrics
+        self.resolver = GatewayServer.makeResolver(config.dns, group: group) { metrics.dnsQuery(seconds: $0, result: $1) }
         self.greylist = GreylistService(config: config.greylist, clock: greylistClock)
         self.catalog = CheckCatalog(resolver: resolver, greylist: greylist)
         self.policies = PolicySet(try GatewayServer.compilePolicies(config, catalog: catalog, extra: self.extraChecks))
         self.tlsStores = try GatewayServer.makeTLSStores(config)
     }
 
-    static func makeResolver(_ d: DNSConfig, group: EventLoopGroup) -> DNSResolver {
+    static func makeResolver(_ d: DNSConfig, group: EventLoopGroup,
+                             observer: (@Sendable (Double, String) -> Void)? = nil) -> DNSResolver {
         var rc = ResolverConfig(servers: d.servers.isEmpty ? NameServer.fromResolvConf() : d.servers.compactMap { NameServer($0) })
+        rc.observer = observer
         rc.timeout = d.timeout
         rc.attempts = d.attempts
         rc.cacheSize = d.cacheSize

@@ -168,3 +168,31 @@ final class DNSWorld: @unchecked Sendable {
         #expect(NameServer.fromResolvConf(path).map(\.description) == ["192.0.2.53:53", "[fe80::1]:53"])
     }
 }
+
+/// The observer (the gateway's DNS metrics) hears each resolution that went to a server.
+@Suite struct ResolverObserverTests {
+    final class Seen: @unchecked Sendable {
+        let lock = NSLock()
+        var results: [String] = []
+        func add(_ r: String) { lock.withLock { results.append(r) } }
+    }
+
+    @Test func resolutionsAreObservedAndCacheHitsAreNot() async throws {
+        let server = try DNSFixtureServer(fixtures: "a.test. 300 IN A 192.0.2.1\n")
+        try await server.start()
+        let seen = Seen()
+        var c = ResolverConfig(servers: [NameServer("127.0.0.1:\(server.port)")!])
+        c.attempts = 1
+        c.observer = { seconds, result in
+            precondition(seconds >= 0 && seconds < 10)
+            seen.add(result)
+        }
+        let r = DNSResolver(config: c)
+        _ = await r.query("a.test", .a)
+        _ = await r.query("a.test", .a)
+        _ = await r.query("missing.test", .a)
+        #expect(seen.results == ["records", "nxdomain"])
+        await server.stop()
+    }
+}
+

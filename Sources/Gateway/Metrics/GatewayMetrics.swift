@@ -46,6 +46,12 @@ final class GatewayMetrics: Sendable {
         }
     }
 
+    /// A DNS resolution that went to the servers (cache hits are not counted).
+    func dnsQuery(seconds: Double, result: String) {
+        Timer(label: "mailgate_dns_query_seconds", factory: factory).recordNanoseconds(Int64(seconds * 1e9))
+        Counter(label: "mailgate_dns_queries_total", dimensions: [("result", result)], factory: factory).increment()
+    }
+
     func policyReload(result: String) {
         Counter(label: "mailgate_policy_reloads_total", dimensions: [("result", result)], factory: factory).increment()
     }
