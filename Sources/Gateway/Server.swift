@@ -260,7 +260,7 @@ public final class GatewayServer: @unchecked Sendable {
                                     authFailureLine: authFailureLine)
         let metrics = shared.metrics
         self.resolver = GatewayServer.makeResolver(config.dns, group: group) { metrics.dnsQuery(seconds: $0, result: $1) }
-        self.greylist = GreylistService(config: config.greylist, clock: greylistClock)
+        self.greylist = GreylistService(config: config.greylist, clock: greylistClock) { metrics.greylistCheck(seconds: $0, ok: $1) }
         self.catalog = CheckCatalog(resolver: resolver, greylist: greylist)
         self.policies = PolicySet(try GatewayServer.compilePolicies(config, catalog: catalog, extra: self.extraChecks))
         self.tlsStores = try GatewayServer.makeTLSStores(config)
@@ -430,7 +430,7 @@ public final class GatewayServer: @unchecked Sendable {
             }
         }
         if let m = config.metrics.listen, let addr = BindAddress(m) {
-            let channel = try await MetricsServer.start(on: addr, group: group, shared: shared)
+            let channel = try await MetricsServer.start(on: addr, group: group, shared: shared, probes: healthProbes())
             lock.withLock { metricsChannel = channel }
         }
         if config.dns.selfTestInterval > 0 {
@@ -542,6 +542,16 @@ public final class GatewayServer: @unchecked Sendable {
             }
         }
         lock.withLock { acceptTasks.append(task) }
+    }
+
+    /// What `/health` asks besides the log and the downstream: the DNS servers when a policy
+    /// runs a check that asks DNS, the greylist store when one greylists.
+    func healthProbes() -> [HealthProbe] {
+        let names = Set(policies.current.values.flatMap { $0.checks.map(\.check.name) })
+        var p: [HealthProbe] = []
+        if !names.isDisjoint(with: ["dnsbl", "rdns", "helodns", "spf", "dkim"]) { p.append(.dns(resolver)) }
+        if names.contains("greylist") { p.append(.greylist(greylist)) }
+        return p
     }
 
     /// The addresses the listeners are bound to (useful with port 0).

@@ -222,10 +222,14 @@ public final class GreylistService: Sendable {
     /// Seconds since the epoch; tests pass a clock they move.
     public let clock: @Sendable () -> Int64
     private let box = NIOLockedValueBox<(any GreylistStore)?>(nil)
+    /// Told each check's seconds and whether the store answered (the gateway's metrics).
+    let observer: (@Sendable (_ seconds: Double, _ ok: Bool) -> Void)?
 
-    public init(config: GreylistConfig = .memory, clock: (@Sendable () -> Int64)? = nil) {
+    public init(config: GreylistConfig = .memory, clock: (@Sendable () -> Int64)? = nil,
+                observer: (@Sendable (_ seconds: Double, _ ok: Bool) -> Void)? = nil) {
         self.config = config
         self.clock = clock ?? { Int64(Date().timeIntervalSince1970) }
+        self.observer = observer
     }
 
     /// The store, opened now if it is not yet.
@@ -255,7 +259,19 @@ public final class GreylistService: Sendable {
     }
 
     public func check(key: String, client: String) async throws -> GreylistDecision {
-        try await store().check(key: key, client: client, now: clock(), settings: config.settings)
+        let began = ContinuousClock.now
+        func observe(_ ok: Bool) {
+            let d = (ContinuousClock.now - began).components
+            observer?(Double(d.seconds) + Double(d.attoseconds) / 1e18, ok)
+        }
+        do {
+            let r = try await store().check(key: key, client: client, now: clock(), settings: config.settings)
+            observe(true)
+            return r
+        } catch {
+            observe(false)
+            throw error
+        }
     }
 
     public func purge() async throws -> Int {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Gateway
+import DNSResolver
 
 /// `metrics.listen`: Prometheus counters that move with the mail, and a health endpoint that
 /// turns 503 when the gateway would tempfail.
@@ -55,5 +56,38 @@ import Testing
         #expect(sick.body.contains("\"status\":\"unhealthy\""))
         #expect(try await curl(base + "/nothing").status == "404")
         await gw.stop()
+    }
+
+    /// With a policy that asks DNS and greylists, /health asks the DNS servers and the store
+    /// too, and turns 503 when the DNS servers stop answering.
+    @Test func healthAsksTheDNSServersAndTheGreylistStore() async throws {
+        let dns = try DNSFixtureServer(fixtures: "bl.test. SOA 60\n")
+        try await dns.start()
+        let dir = NSTemporaryDirectory() + "mg-health-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "name: h\nchecks:\n  dnsbl:\n    zones: [bl.test]\n  greylist: {}\n".write(toFile: dir + "/p.yaml", atomically: true, encoding: .utf8)
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { c in
+            c.policy = dir + "/p.yaml"
+            c.dns.servers = ["127.0.0.1:\(dns.port)"]
+            c.dns.timeout = 0.5
+            c.dns.attempts = 1
+            c.metrics.listen = "127.0.0.1:0"
+        }
+        let base = "http://127.0.0.1:\(try #require(gw.server.metricsAddress?.port))"
+        let ok = try await curl(base + "/health")
+        #expect(ok.status == "200", "\(ok.body)")
+        let h = try #require(try JSONSerialization.jsonObject(with: Data(ok.body.utf8)) as? [String: Any])
+        #expect((h["dns"] as? [String: Any])?["ok"] as? Bool == true, "\(h)")
+        #expect((h["greylist"] as? [String: Any])?["ok"] as? Bool == true, "\(h)")
+        await dns.stop()
+        try await Task.sleep(for: .milliseconds(2100))
+        let sick = try await curl(base + "/health")
+        #expect(sick.status == "503", "\(sick.body)")
+        let s = try #require(try JSONSerialization.jsonObject(with: Data(sick.body.utf8)) as? [String: Any])
+        #expect((s["dns"] as? [String: Any])?["ok"] as? Bool == false)
+        await gw.stop()
+        down.stop()
     }
 }

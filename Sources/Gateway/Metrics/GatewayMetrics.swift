@@ -52,6 +52,12 @@ final class GatewayMetrics: Sendable {
         Counter(label: "mailgate_dns_queries_total", dimensions: [("result", result)], factory: factory).increment()
     }
 
+    /// A greylist store lookup, and whether the store answered.
+    func greylistCheck(seconds: Double, ok: Bool) {
+        Timer(label: "mailgate_greylist_check_seconds", factory: factory).recordNanoseconds(Int64(seconds * 1e9))
+        if !ok { Counter(label: "mailgate_greylist_failures_total", factory: factory).increment() }
+    }
+
     func policyReload(result: String) {
         Counter(label: "mailgate_policy_reloads_total", dimensions: [("result", result)], factory: factory).increment()
     }

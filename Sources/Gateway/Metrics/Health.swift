@@ -2,6 +2,8 @@ import Foundation
 import NIOCore
 import NIOPosix
 import DecisionLog
+import DNSResolver
+import Greylist
 
 /// What `/health` says: whether the decision log can be written and which downstream
 /// targets answer. Unhealthy (503) when the gateway would tempfail mail: the log is not
@@ -10,7 +12,7 @@ struct Health: Sendable {
     var ok: Bool
     var json: [UInt8]
 
-    static func check(shared: GatewayShared, group: EventLoopGroup) async -> Health {
+    static func check(shared: GatewayShared, group: EventLoopGroup, probes: [HealthProbe] = []) async -> Health {
         let logOK = shared.log.isHealthy
         var targets: [JSONValue] = []
         var anyTarget = false
@@ -19,13 +21,17 @@ struct Health: Sendable {
             anyTarget = anyTarget || ok
             targets.append(.object([("target", .string(t)), ("ok", .bool(ok)), ("detail", .string(detail))]))
         }
-        let ok = logOK && anyTarget
-        let body: JSONValue = .object([
-            ("status", .string(ok ? "ok" : "unhealthy")),
+        var ok = logOK && anyTarget
+        var fields: [(String, JSONValue)] = [
             ("log", .object([("ok", .bool(logOK)), ("path", .string(shared.log.path)), ("queued_octets", .int(shared.log.pendingOctets))])),
             ("downstream", .array(targets)),
-            ("sessions", .int(shared.registry.count)),
-        ])
+        ]
+        for p in probes {
+            let (pok, detail) = await p.run()
+            ok = ok && pok
+            fields.append((p.name, .object([("ok", .bool(pok)), ("detail", .string(detail))])))
+        }
+        let body: JSONValue = .object([("status", .string(ok ? "ok" : "unhealthy"))] + fields + [("sessions", .int(shared.registry.count))])
         var out: [UInt8] = []
         body.write(into: &out)
         out.append(10)
@@ -51,6 +57,35 @@ struct Health: Sendable {
             return (true, "connected")
         } catch {
             return (false, "\(error)")
+        }
+    }
+}
+
+/// A dependency `/health` asks about: the DNS servers when a policy runs a DNS check, the
+/// greylist store when a policy greylists. Either failing would tempfail mail.
+struct HealthProbe: Sendable {
+    let name: String
+    let run: @Sendable () async -> (Bool, String)
+
+    /// The servers answer a question (any answer, NXDOMAIN included; a fresh name each time,
+    /// so that the cache cannot answer it).
+    static func dns(_ resolver: DNSResolver) -> HealthProbe {
+        HealthProbe(name: "dns") {
+            let a = await resolver.query("mailgate-health-\(UInt32.random(in: 0...UInt32.max)).invalid", .a)
+            if case .tempFail(let why) = a { return (false, why) }
+            return (true, "answered")
+        }
+    }
+
+    /// The store answers a read.
+    static func greylist(_ service: GreylistService) -> HealthProbe {
+        HealthProbe(name: "greylist") {
+            do {
+                _ = try await service.store().list(limit: 1)
+                return (true, service.config.store.rawValue)
+            } catch {
+                return (false, "\(error)")
+            }
         }
     }
 }

@@ -14,9 +14,9 @@ enum MetricsServer {
     static let maxConnections = 32
     static let idleTimeout = TimeAmount.seconds(10)
 
-    static func start(on addr: BindAddress, group: EventLoopGroup, shared: GatewayShared) async throws -> Channel {
+    static func start(on addr: BindAddress, group: EventLoopGroup, shared: GatewayShared, probes: [HealthProbe]) async throws -> Channel {
         let open = NIOLockedValueBox(0)
-        let health = HealthCache()
+        let health = HealthCache(probes: probes)
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -36,10 +36,13 @@ enum MetricsServer {
 /// downstream target.
 final class HealthCache: Sendable {
     private let cached = NIOLockedValueBox<(at: ContinuousClock.Instant, health: Health)?>(nil)
+    let probes: [HealthProbe]
+
+    init(probes: [HealthProbe]) { self.probes = probes }
 
     func get(shared: GatewayShared, group: EventLoopGroup) async -> Health {
         if let c = cached.withLockedValue({ $0 }), ContinuousClock.now - c.at < .seconds(2) { return c.health }
-        let h = await Health.check(shared: shared, group: group)
+        let h = await Health.check(shared: shared, group: group, probes: probes)
         cached.withLockedValue { $0 = (ContinuousClock.now, h) }
         return h
     }
