@@ -71,6 +71,7 @@ public final class DecisionLog: @unchecked Sendable {
     private var pendingLastSeq = 0
     private var pendingLastHash = ""
     private var waiters: [CheckedContinuation<Void, Error>] = []
+    private var writeObserver: (@Sendable (_ seconds: Double, _ octets: Int) -> Void)?
     private var failure: DecisionLogError?
     private var closing = false
     private var writerDone = false
@@ -221,6 +222,12 @@ public final class DecisionLog: @unchecked Sendable {
             throw DecisionLogError.partialTail(path)
         }
         return TailRecovery(tornOctets: torn.count, keptAt: aside, lastGoodSeq: tail.seq)
+    }
+
+    /// Told each batch's write-and-fsync time and size (the gateway's metrics).
+    public func observeWrites(_ f: @escaping @Sendable (_ seconds: Double, _ octets: Int) -> Void) {
+        cond.lock(); defer { cond.unlock() }
+        writeObserver = f
     }
 
     /// Octets queued for the writer (a metric).
@@ -381,6 +388,7 @@ public final class DecisionLog: @unchecked Sendable {
             waiters = []
             let lastSeq = pendingLastSeq, lastHash = pendingLastHash
             let closingNow = closing
+            let observe = writeObserver
             inFlight = true
             // Room again: wake appenders waiting for it.
             cond.broadcast()
@@ -389,8 +397,13 @@ public final class DecisionLog: @unchecked Sendable {
             var err: Int32 = 0
             if !batch.isEmpty {
                 beforeWrite?()
+                let began = ContinuousClock.now
                 err = writeAll(batch)
                 if err == 0 && fdatasync(fd) != 0 { err = errno }
+                if let observe {
+                    let d = (ContinuousClock.now - began).components
+                    observe(Double(d.seconds) + Double(d.attoseconds) / 1e18, batch.count)
+                }
                 // The head file may lag the log (verify allows that) but not lead it: it is
                 // written after the fsync, at most once a second, and on close.
                 if err == 0 {

@@ -259,6 +259,7 @@ public final class GatewayServer: @unchecked Sendable {
                                     authenticator: try config.auth.passwdFile.map { try Authenticator(config.auth, path: $0) },
                                     authFailureLine: authFailureLine)
         let metrics = shared.metrics
+        log.observeWrites { metrics.logWrite(seconds: $0, octets: $1) }
         self.resolver = GatewayServer.makeResolver(config.dns, group: group) { metrics.dnsQuery(seconds: $0, result: $1) }
         self.greylist = GreylistService(config: config.greylist, clock: greylistClock) { metrics.greylistCheck(seconds: $0, ok: $1) }
         self.catalog = CheckCatalog(resolver: resolver, greylist: greylist)
@@ -430,7 +431,12 @@ public final class GatewayServer: @unchecked Sendable {
             }
         }
         if let m = config.metrics.listen, let addr = BindAddress(m) {
-            let channel = try await MetricsServer.start(on: addr, group: group, shared: shared, probes: healthProbes())
+            let policies = self.policies, health = catalog.health
+            let zones: @Sendable () -> [(zone: String, inService: Bool)] = {
+                let all = Set(policies.current.values.flatMap { p in p.checks.compactMap { $0.check as? DNSBLCheck }.flatMap { $0.options.zones.map(\.zone) } })
+                return all.sorted().map { ($0, health.disabled($0) == nil) }
+            }
+            let channel = try await MetricsServer.start(on: addr, group: group, shared: shared, probes: healthProbes(), zones: zones)
             lock.withLock { metricsChannel = channel }
         }
         if config.dns.selfTestInterval > 0 {

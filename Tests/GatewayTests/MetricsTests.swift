@@ -61,12 +61,13 @@ import DNSResolver
     /// With a policy that asks DNS and greylists, /health asks the DNS servers and the store
     /// too, and turns 503 when the DNS servers stop answering.
     @Test func healthAsksTheDNSServersAndTheGreylistStore() async throws {
-        let dns = try DNSFixtureServer(fixtures: "bl.test. SOA 60\n")
+        // bl.test lists its RFC 5782 test point, broken.test does not: its self-test takes it out of service.
+        let dns = try DNSFixtureServer(fixtures: "2.0.0.127.bl.test. 300 IN A 127.0.0.2\nbl.test. SOA 60\nbroken.test. SOA 60\n")
         try await dns.start()
         let dir = NSTemporaryDirectory() + "mg-health-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try "name: h\nchecks:\n  dnsbl:\n    zones: [bl.test]\n  greylist: {}\n".write(toFile: dir + "/p.yaml", atomically: true, encoding: .utf8)
+        try "name: h\nchecks:\n  dnsbl:\n    zones: [bl.test, broken.test]\n  greylist: {}\n".write(toFile: dir + "/p.yaml", atomically: true, encoding: .utf8)
         let down = try await RecordingDownstream.start()
         let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { c in
             c.policy = dir + "/p.yaml"
@@ -81,6 +82,12 @@ import DNSResolver
         let h = try #require(try JSONSerialization.jsonObject(with: Data(ok.body.utf8)) as? [String: Any])
         #expect((h["dns"] as? [String: Any])?["ok"] as? Bool == true, "\(h)")
         #expect((h["greylist"] as? [String: Any])?["ok"] as? Bool == true, "\(h)")
+        let m = try await curl(base + "/metrics")
+        #expect(value(m.body, "mailgate_dnsbl_zone_in_service{zone=\"bl.test\"}") == 1, "\(m.body)")
+        #expect(value(m.body, "mailgate_dnsbl_zone_in_service{zone=\"broken.test\"}") == 0, "\(m.body)")
+        // The gateway's start record was written and fsynced: a batch was timed.
+        #expect((value(m.body, "mailgate_log_write_seconds_count") ?? 0) >= 1, "\(m.body)")
+        #expect((value(m.body, "mailgate_log_written_octets_total") ?? 0) > 0)
         await dns.stop()
         try await Task.sleep(for: .milliseconds(2100))
         let sick = try await curl(base + "/health")

@@ -52,6 +52,12 @@ final class GatewayMetrics: Sendable {
         Counter(label: "mailgate_dns_queries_total", dimensions: [("result", result)], factory: factory).increment()
     }
 
+    /// A decision-log batch written and fsynced.
+    func logWrite(seconds: Double, octets: Int) {
+        Timer(label: "mailgate_log_write_seconds", factory: factory).recordNanoseconds(Int64(seconds * 1e9))
+        Counter(label: "mailgate_log_written_octets_total", factory: factory).increment(by: octets)
+    }
+
     /// A greylist store lookup, and whether the store answered.
     func greylistCheck(seconds: Double, ok: Bool) {
         Timer(label: "mailgate_greylist_check_seconds", factory: factory).recordNanoseconds(Int64(seconds * 1e9))
@@ -63,7 +69,10 @@ final class GatewayMetrics: Sendable {
     }
 
     /// The Prometheus text exposition, with the gauges read at scrape time.
-    func exposition(log: DecisionLog, sessions: Int) -> [UInt8] {
+    func exposition(log: DecisionLog, sessions: Int, zones: [(zone: String, inService: Bool)]) -> [UInt8] {
+        for z in zones {
+            Gauge(label: "mailgate_dnsbl_zone_in_service", dimensions: [("zone", z.zone)], factory: factory).record(z.inService ? 1 : 0)
+        }
         Gauge(label: "mailgate_log_queue_octets", factory: factory).record(log.pendingOctets)
         Gauge(label: "mailgate_log_healthy", factory: factory).record(log.isHealthy ? 1 : 0)
         Gauge(label: "mailgate_sessions_active", factory: factory).record(sessions)

@@ -14,7 +14,8 @@ enum MetricsServer {
     static let maxConnections = 32
     static let idleTimeout = TimeAmount.seconds(10)
 
-    static func start(on addr: BindAddress, group: EventLoopGroup, shared: GatewayShared, probes: [HealthProbe]) async throws -> Channel {
+    static func start(on addr: BindAddress, group: EventLoopGroup, shared: GatewayShared, probes: [HealthProbe],
+                      zones: @escaping @Sendable () -> [(zone: String, inService: Bool)]) async throws -> Channel {
         let open = NIOLockedValueBox(0)
         let health = HealthCache(probes: probes)
         return try await ServerBootstrap(group: group)
@@ -25,7 +26,7 @@ enum MetricsServer {
                 channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }
                 return channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idleTimeout))
-                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(shared: shared, group: group, health: health))
+                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(shared: shared, group: group, health: health, zones: zones))
                 }
             }
             .bind(host: addr.host, port: addr.port).get()
@@ -55,13 +56,15 @@ final class MetricsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     let shared: GatewayShared
     let group: EventLoopGroup
     let health: HealthCache
+    let zones: @Sendable () -> [(zone: String, inService: Bool)]
     // Event loop only.
     private var head: HTTPRequestHead?
 
-    init(shared: GatewayShared, group: EventLoopGroup, health: HealthCache) {
+    init(shared: GatewayShared, group: EventLoopGroup, health: HealthCache, zones: @escaping @Sendable () -> [(zone: String, inService: Bool)]) {
         self.shared = shared
         self.group = group
         self.health = health
+        self.zones = zones
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -86,7 +89,7 @@ final class MetricsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         switch path {
         case "/metrics":
-            let body = shared.metrics.exposition(log: shared.log, sessions: shared.registry.count)
+            let body = shared.metrics.exposition(log: shared.log, sessions: shared.registry.count, zones: zones())
             write(context, .ok, "text/plain; version=0.0.4; charset=utf-8", body)
         case "/health":
             let loop = context.eventLoop
