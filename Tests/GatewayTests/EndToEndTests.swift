@@ -19,7 +19,7 @@ import SMTPProtocol
         #expect(m.mailFrom == "a@example.net")
         #expect(m.rcpts == ["b@example.org"])
         let text = String(decoding: m.data, as: UTF8.self)
-        let pattern = #/^Received: from client\.example\.org \(\[127\.0\.0\.1\]\)\r\n\tby gw\.test \(MailGate\) with ESMTP id [0-9a-f]{16}\.1\r\n\tfor <b@example\.org>; [A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n/#
+        let pattern = #/^Received: from client\.example\.org \(\[127\.0\.0\.1\]\)\r\n\tby gw\.test \(MailGate\) with ESMTP id [0-9a-f]{20}\.1\r\n\tfor <b@example\.org>; [A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n/#
         let match = try #require(text.firstMatch(of: pattern))
         #expect(String(text[match.range.upperBound...]) == Self.message)
 
