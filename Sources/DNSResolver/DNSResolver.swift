@@ -182,10 +182,7 @@ public final class DNSResolver: Sendable {
             Task {
                 let began = ContinuousClock.now
                 let answer = await self.resolve(key, type: type)
-                if let observe = self.config.observer {
-                    let d = (ContinuousClock.now - began).components
-                    observe(Double(d.seconds) + Double(d.attoseconds) / 1e18, answer.resultName)
-                }
+                self.config.observer?((ContinuousClock.now - began).inSeconds, answer.resultName)
                 p.succeed(answer)
             }
             return (p.futureResult, false)

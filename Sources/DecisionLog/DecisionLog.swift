@@ -1,4 +1,5 @@
 import Foundation
+import SMTPProtocol
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -400,10 +401,7 @@ public final class DecisionLog: @unchecked Sendable {
                 let began = ContinuousClock.now
                 err = writeAll(batch)
                 if err == 0 && fdatasync(fd) != 0 { err = errno }
-                if let observe {
-                    let d = (ContinuousClock.now - began).components
-                    observe(Double(d.seconds) + Double(d.attoseconds) / 1e18, batch.count)
-                }
+                observe?((ContinuousClock.now - began).inSeconds, batch.count)
                 // The head file may lag the log (verify allows that) but not lead it: it is
                 // written after the fsync, at most once a second, and on close.
                 if err == 0 {

@@ -20,15 +20,7 @@ extension Session {
         let peer = ConnectionOrigin(ip: remote?.ipAddress.flatMap { IPAddress($0) } ?? .v4(0), port: remote?.port ?? 0)
         guard let proxy else { return peer }
         func refuse(_ reply: SMTPReply?, _ why: String) async -> ConnectionOrigin? {
-            var f: [(String, JSONValue)] = [("client", .string(peer.ip.description)), ("port", .int(peer.port)), ("listener", .string(listener.name)),
-                                            ("stage", "connect"), ("check", "proxy"), ("action", reply == nil ? "drop" : "tempfail")]
-            if let r = reply { f.append(("reply", .string(r.summary))) }
-            f.append(("reason", .string(why)))
-            shared.log.append(LogRecord(event: "session.refused", session: id, fields: f))
-            let said = reply.map { shared.config.log.idInReplies ? $0.referencing(id) : $0 }
-            try? await conn.executeThenClose { _, outbound in
-                if let said { try await outbound.write(ByteBuffer(string: said.encoded)) }
-            }
+            await Session.refuse(conn, id: id, client: (peer.ip, peer.port), listener: listener, check: "proxy", reply: reply, reason: why, shared: shared)
             return nil
         }
         guard listener.proxy.addresses.contains(where: { $0.contains(peer.ip) }) else {

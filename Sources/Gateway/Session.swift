@@ -81,20 +81,11 @@ final class Session {
                        listener: ListenerConfig, helloName: String, policy: CompiledPolicy, shared: GatewayShared) async {
         let remote = conn.channel.remoteAddress
         let id = newID()
-        guard let origin = await origin(of: conn, proxy: proxy, listener: listener, id: id, shared: shared) else {
-            shared.metrics.connectionRefused(listener: listener.name, check: "proxy")
-            return
-        }
+        guard let origin = await origin(of: conn, proxy: proxy, listener: listener, id: id, shared: shared) else { return }
         let ip = origin.ip, port = origin.port
         if let why = shared.tracker.admit(listener: listener, ip: ip) {
-            let r = SMTPReply(421, "4.7.0", "Too many connections, try again later")
-            shared.log.append(LogRecord(event: "session.refused", session: id, fields: [
-                ("client", .string(ip.description)), ("port", .int(port)), ("listener", .string(listener.name)),
-                ("stage", "connect"), ("check", "limits"), ("action", "tempfail"), ("reply", .string(r.summary)), ("reason", .string(why)),
-            ]))
-            shared.metrics.connectionRefused(listener: listener.name, check: "limits")
-            let said = shared.config.log.idInReplies ? r.referencing(id) : r
-            try? await conn.executeThenClose { _, outbound in try await outbound.write(ByteBuffer(string: said.encoded)) }
+            await refuse(conn, id: id, client: (ip, port), listener: listener, check: "limits",
+                         reply: SMTPReply(421, "4.7.0", "Too many connections, try again later"), reason: why, shared: shared)
             return
         }
         defer { shared.tracker.release(listener: listener.name, ip: ip) }
@@ -323,8 +314,7 @@ final class Session {
         let env = Envelope(sender: t.sender, parameters: t.parameters, recipients: t.recipients, recipientParameters: t.recipientParameters)
         let began = ContinuousClock.now
         let d = await shared.forwarder.deliver(env, prefix: prefix, spool: spool)
-        let took = (ContinuousClock.now - began).components
-        shared.metrics.delivery(target: d.target, result: d.kind.rawValue, nanoseconds: took.seconds * 1_000_000_000 + took.attoseconds / 1_000_000_000)
+        shared.metrics.delivery(target: d.target, result: d.kind.rawValue, seconds: (ContinuousClock.now - began).inSeconds)
         delivery = d
         return .delivered(SMTPDeliveryReport(action: d.kind.action, reply: d.reply, perRecipient: d.perRecipient))
     }

@@ -260,10 +260,7 @@ public final class GreylistService: Sendable {
 
     public func check(key: String, client: String) async throws -> GreylistDecision {
         let began = ContinuousClock.now
-        func observe(_ ok: Bool) {
-            let d = (ContinuousClock.now - began).components
-            observer?(Double(d.seconds) + Double(d.attoseconds) / 1e18, ok)
-        }
+        func observe(_ ok: Bool) { observer?((ContinuousClock.now - began).inSeconds, ok) }
         do {
             let r = try await store().check(key: key, client: client, now: clock(), settings: config.settings)
             observe(true)

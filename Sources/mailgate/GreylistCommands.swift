@@ -136,8 +136,7 @@ struct GreylistCommand: AsyncParsableCommand {
                 }
                 try await group.waitForAll()
             }
-            let took = (ContinuousClock.now - start).components
-            let secs = Double(took.seconds) + Double(took.attoseconds) / 1e18
+            let secs = (ContinuousClock.now - start).inSeconds
             let done = per * concurrency
             print("\(g.config.store.rawValue): \(done) lookups, \(concurrency) at once, \(triplets) triplets: \(String(format: "%.2f", secs)) s, \(Int(Double(done) / secs)) lookups/s")
             await g.close()

@@ -39,8 +39,8 @@ final class GatewayMetrics: Sendable {
         Counter(label: "mailgate_verdicts_total", dimensions: [("stage", stage), ("check", check), ("action", action)], factory: factory).increment()
     }
 
-    func delivery(target: String, result: String, nanoseconds: Int64) {
-        Timer(label: "mailgate_downstream_delivery_seconds", dimensions: [("target", target)], factory: factory).recordNanoseconds(nanoseconds)
+    func delivery(target: String, result: String, seconds: Double) {
+        Timer(label: "mailgate_downstream_delivery_seconds", dimensions: [("target", target)], factory: factory).recordNanoseconds(Int64(seconds * 1e9))
         if result != "delivered" {
             Counter(label: "mailgate_downstream_failures_total", dimensions: [("target", target), ("result", result)], factory: factory).increment()
         }
