@@ -46,8 +46,17 @@ let package = Package(
         .target(name: "DecisionLog", dependencies: ["CLibCrypto", "SMTPProtocol"]),
         .target(name: "PolicyEngine",
                 dependencies: ["SMTPProtocol", "DecisionLog", "DNSResolver", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Yams", package: "Yams")]),
+        // The PostgreSQL URL and error text every PostgreSQL user shares.
+        .target(name: "PostgresSupport",
+                dependencies: [.product(name: "PostgresNIO", package: "postgres-nio"),
+                               .product(name: "Logging", package: "swift-log")]),
+        // The decision log's shared PostgreSQL sink: ships the local log, reads it back.
+        .target(name: "LogSink",
+                dependencies: ["DecisionLog", "PostgresSupport",
+                               .product(name: "PostgresNIO", package: "postgres-nio"),
+                               .product(name: "Logging", package: "swift-log")]),
         .target(name: "Greylist",
-                dependencies: ["CSQLite", "SMTPProtocol",
+                dependencies: ["CSQLite", "SMTPProtocol", "PostgresSupport",
                                .product(name: "PostgresNIO", package: "postgres-nio"),
                                .product(name: "Logging", package: "swift-log"),
                                .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
@@ -55,7 +64,7 @@ let package = Package(
                                                .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
         .target(name: "Gateway",
                 dependencies: [
-                    "SMTPProtocol", "PolicyEngine", "Checks", "DecisionLog",
+                    "SMTPProtocol", "PolicyEngine", "Checks", "DecisionLog", "LogSink", "PostgresSupport",
                     "DNSResolver", "MailAuth", "Greylist", "CCrypt",
                     .product(name: "NIOCore", package: "swift-nio"),
                     .product(name: "NIOPosix", package: "swift-nio"),
@@ -69,7 +78,7 @@ let package = Package(
                 ]),
         .executableTarget(name: "mailgate",
                           dependencies: [
-                              "Gateway", "DecisionLog", "DNSResolver", "MailAuth", "Greylist",
+                              "Gateway", "DecisionLog", "LogSink", "DNSResolver", "MailAuth", "Greylist",
                               .product(name: "ArgumentParser", package: "swift-argument-parser"),
                               .product(name: "Logging", package: "swift-log"),
                           ]),
@@ -88,7 +97,7 @@ let package = Package(
         .testTarget(name: "ChecksTests", dependencies: ["Checks", "PolicyEngine", "SMTPProtocol", "DNSResolver"]),
         .testTarget(name: "GatewayTests",
                     dependencies: [
-                        "Gateway", "Checks", "DecisionLog", "SMTPProtocol", "DNSResolver", "PolicyEngine", "Greylist", "PostgresTestServer",
+                        "Gateway", "Checks", "DecisionLog", "LogSink", "SMTPProtocol", "DNSResolver", "PolicyEngine", "Greylist", "PostgresTestServer",
                         .product(name: "NIOCore", package: "swift-nio"),
                         .product(name: "NIOPosix", package: "swift-nio"),
                     ]),

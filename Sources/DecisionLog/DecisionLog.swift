@@ -77,6 +77,7 @@ public final class DecisionLog: @unchecked Sendable {
     private var closing = false
     private var writerDone = false
     private var inFlight = false
+    private var durable = 0
     // Writer thread only:
     var headSeq = 0
     /// Rotated files past retention, deleted once the `log.retention` record naming them
@@ -121,6 +122,7 @@ public final class DecisionLog: @unchecked Sendable {
             }
             self.seq = tail.seq
             self.prevHash = tail.hash
+            self.durable = tail.seq
             self.recovered = try tail.tornOctets > 0 ? DecisionLog.keepAside(fd: fd, path: path, tail: tail) : nil
         } catch {
             Glibc.close(fd)
@@ -235,6 +237,13 @@ public final class DecisionLog: @unchecked Sendable {
     public var pendingOctets: Int {
         cond.lock(); defer { cond.unlock() }
         return pending.count
+    }
+
+    /// The last record known to be on disk: what a sink may ship (one it shipped past this
+    /// could outlive the local file's copy through a power loss).
+    public var durableSeq: Int {
+        cond.lock(); defer { cond.unlock() }
+        return durable
     }
 
     /// True while records can be written. A gateway that sees false tempfails mail.
@@ -418,6 +427,7 @@ public final class DecisionLog: @unchecked Sendable {
             }
             cond.lock()
             inFlight = false
+            if err == 0 && !batch.isEmpty { durable = lastSeq }
             // Healthy again only once this batch is on disk and the queue is below half.
             if backlogged && err == 0 && pending.count < maxPendingOctets / 2 { backlogged = false }
             cond.broadcast()

@@ -59,6 +59,19 @@ extension LogFilter {
         return n
     }
 
+    /// What gives the record a line holds, if it matches: lines without the octets every
+    /// match must hold are not parsed.
+    public func matcher() -> (ArraySlice<UInt8>) -> [String: Any]? {
+        let needles = self.needles
+        return { self.match($0, needles: needles) }
+    }
+
+    func match(_ line: ArraySlice<UInt8>, needles: [[UInt8]]) -> [String: Any]? {
+        guard needles.allSatisfy({ ByteSearch.contains(line, $0) }),
+              let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], matches(obj) else { return nil }
+        return obj
+    }
+
     /// Every matching record of the log at `path` and the files rotated from it, oldest
     /// first. With `since`, each file is entered by a binary search on time; with `until`,
     /// reading stops past it (records are written in time order).
@@ -75,9 +88,7 @@ extension LogFilter {
                     return false
                 }
                 if let skip, skip(line) { return true }
-                guard needles.allSatisfy({ ByteSearch.contains(line, $0) }),
-                      let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], matches(obj) else { return true }
-                body(obj, Substring(decoding: line, as: UTF8.self))
+                if let obj = match(line, needles: needles) { body(obj, Substring(decoding: line, as: UTF8.self)) }
                 return true
             }
         }

@@ -78,17 +78,24 @@ public enum SessionSearch {
     /// A line start at or before the first record stamped `stamp` or later (whose text
     /// begins `YYYY-MM-DDTHH:MM:SS`), in O(log size) reads.
     static func start(path: String, before stamp: String) throws -> Int {
+        let target = Array(stamp.utf8.prefix(19))
+        return try start(path: path) { head in Self.stamp(of: head).map { $0.lexicographicallyPrecedes(target) } }
+    }
+
+    /// A line start at or before the first line for which `precedes` is false, in a file
+    /// whose lines are in order of what `precedes` judges (it is given a line's first
+    /// octets; nil: cannot tell), in O(log size) reads; within 64 KiB of that line.
+    static func start(path: String, precedes: (ArraySlice<UInt8>) -> Bool?) throws -> Int {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw LogFileError.errno(path) }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw LogFileError.errno(path) }
-        let target = Array(stamp.utf8.prefix(19))
         var lo = 0, hi = Int(st.st_size)
         while hi - lo > 1 << 16 {
             let mid = lo + (hi - lo) / 2
-            guard let (lineStart, ts) = firstStamp(fd: fd, after: mid, limit: hi) else { hi = mid; continue }
-            if ts.lexicographicallyPrecedes(target) { lo = lineStart } else { hi = mid }
+            guard let (lineStart, head) = firstLine(fd: fd, after: mid, limit: hi), let before = precedes(head) else { hi = mid; continue }
+            if before { lo = lineStart } else { hi = mid }
         }
         return lo
     }
@@ -102,8 +109,9 @@ public enum SessionSearch {
 
     static let tsKey = Array("\"ts\":\"".utf8)
 
-    /// The first line that starts after `offset` (and before `limit`), and its time stamp.
-    static func firstStamp(fd: Int32, after offset: Int, limit: Int) -> (Int, [UInt8])? {
+    /// The first line that starts after `offset` (and before `limit`), and its first octets
+    /// (up to 8 KiB).
+    static func firstLine(fd: Int32, after offset: Int, limit: Int) -> (Int, ArraySlice<UInt8>)? {
         var buf = [UInt8](repeating: 0, count: 8192)
         var at = offset
         var lineStart: Int?
@@ -116,8 +124,8 @@ public enum SessionSearch {
                 continue
             }
             if let s = lineStart {
-                guard s < limit, let ts = stamp(of: buf[..<n]) else { return nil }
-                return (s, Array(ts))
+                guard s < limit else { return nil }
+                return (s, buf[..<n])
             }
             at += n
         }

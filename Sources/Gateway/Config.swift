@@ -12,6 +12,7 @@ import DNSResolver
 import Yams
 import Greylist
 import DecisionLog
+import PostgresSupport
 
 /// One listener, with James' option names and meanings.
 public struct ListenerConfig: Sendable {
@@ -121,7 +122,18 @@ public struct LogConfig: Sendable {
     /// Recipients' local parts in the log: off, hash (with `redactKey`) or drop.
     public var redact = LogRedaction.off
     public var redactKey: String?
+    /// The shared PostgreSQL sink (`postgres://mailgate_writer:…@host/db`); nil: off.
+    public var postgres: String?
+    /// This gateway's name in the sink (one chain each); the host name when not set.
+    public var gateway: String?
     public init() {}
+
+    /// The name this gateway's records carry in the sink.
+    public var gatewayName: String {
+        if let g = gateway { return g }
+        var buf = [CChar](repeating: 0, count: 256)
+        return gethostname(&buf, buf.count - 1) == 0 ? String(cString: buf) : "mailgate"
+    }
 }
 
 /// The resolver's settings.
@@ -366,7 +378,7 @@ public enum ConfigLoader {
                 case "path": if let s = string(v, k) { g.path = s }
                 case "url":
                     if let s = string(v, k) {
-                        if s.hasPrefix("postgres://") || s.hasPrefix("postgresql://") { g.url = s } else { fail(v, "'url' must be postgres://user:password@host:port/database") }
+                        if (try? PostgresURL.configuration(s)) != nil { g.url = s } else { fail(v, "'url' must be postgres://user:password@host:port/database") }
                     }
                 case "delay": if let i = int(v, k) { g.settings.delay = i }
                 case "window": if let i = int(v, k, min: 1) { g.settings.window = i }
@@ -549,7 +561,7 @@ public enum ConfigLoader {
         }
 
         mutating func readLog(_ n: Node, into l: inout LogConfig) {
-            for (key, _, v) in mapping(n, "log", allowed: ["path", "durability", "groupCommitMs", "idInReplies", "rotateSize", "rotateDaily", "retentionDays", "redact", "redactKey"]) {
+            for (key, _, v) in mapping(n, "log", allowed: ["path", "durability", "groupCommitMs", "idInReplies", "rotateSize", "rotateDaily", "retentionDays", "redact", "redactKey", "postgres", "gateway"]) {
                 switch key {
                 case "path": if let s = string(v, key) { l.path = s }
                 case "durability":
@@ -567,6 +579,16 @@ public enum ConfigLoader {
                         l.redact = m
                     }
                 case "redactKey": if let s = string(v, key) { l.redactKey = s }
+                case "postgres":
+                    if let s = string(v, key) {
+                        guard (try? PostgresURL.configuration(s)) != nil else { fail(v, "'postgres' must be postgres://user:password@host:port/database"); continue }
+                        l.postgres = s
+                    }
+                case "gateway":
+                    if let s = string(v, key) {
+                        guard !s.isEmpty, s.utf8.count <= 64, s.utf8.allSatisfy({ $0 > 32 && $0 < 127 }) else { fail(v, "'gateway' must be 1 to 64 printable ASCII characters without spaces"); continue }
+                        l.gateway = s
+                    }
                 case "retentionDays": if let i = int(v, key, min: 0, max: 36500) { l.rotation.retentionDays = i }
                 default: break
                 }

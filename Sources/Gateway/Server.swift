@@ -7,6 +7,7 @@ import PolicyEngine
 import Checks
 import Greylist
 import DecisionLog
+import LogSink
 import DNSResolver
 
 /// Counts connections per listener and per client address.
@@ -202,11 +203,14 @@ final class GatewayShared: Sendable {
     let authenticator: Authenticator?
     /// Where each failed AUTH is told in one stable line (stderr; fail2ban reads it).
     let authFailureLine: @Sendable (String) -> Void
+    /// The shared PostgreSQL sink the log is shipped to, when `log.postgres` is set.
+    let logSink: PostgresLogSink?
 
     init(config: GatewayConfig, log: DecisionLog, forwarder: Forwarder, authenticator: Authenticator? = nil,
-         authFailureLine: @escaping @Sendable (String) -> Void = { _ in }) {
+         authFailureLine: @escaping @Sendable (String) -> Void = { _ in }) throws {
         self.config = config
         self.log = log
+        self.logSink = try config.log.postgres.map { try PostgresLogSink(url: $0, gateway: config.log.gatewayName, log: log) }
         self.forwarder = forwarder
         self.authenticator = authenticator
         self.authFailureLine = authFailureLine
@@ -221,7 +225,7 @@ public final class GatewayServer: @unchecked Sendable {
     public let log: DecisionLog
     let shared: GatewayShared
     let group: EventLoopGroup
-    private let lock = NSLock()
+    let lock = NSLock()
     private var serverChannels: [(String, Channel)] = []
     private var acceptTasks: [Task<Void, Never>] = []
     private let unclaimed = UnclaimedConnections()
@@ -236,6 +240,7 @@ public final class GatewayServer: @unchecked Sendable {
     let catalog: CheckCatalog
     private var selfTester: Task<Void, Never>?
     private var metricsChannel: Channel?
+    var sinkTask: Task<Void, Never>?
 
     /// Where `/metrics` and `/health` are served, when `metrics.listen` is set.
     public var metricsAddress: SocketAddress? { lock.withLock { metricsChannel?.localAddress } }
@@ -254,7 +259,7 @@ public final class GatewayServer: @unchecked Sendable {
         self.group = group
         self.extraChecks = extraChecks.map { PolicyCheck($0, onError: onError) }
         let hello = config.listeners.first?.resolvedHelloName ?? "localhost"
-        self.shared = GatewayShared(config: config, log: log,
+        self.shared = try GatewayShared(config: config, log: log,
                                     forwarder: try Forwarder(config: config.downstream, helloName: hello, group: group),
                                     authenticator: try config.auth.passwdFile.map { try Authenticator(config.auth, path: $0) },
                                     authFailureLine: authFailureLine)
@@ -424,6 +429,7 @@ public final class GatewayServer: @unchecked Sendable {
 
     /// Binds all listeners and starts accepting.
     public func start() async throws {
+        startLogSink()
         for l in config.listeners {
             for b in l.bind {
                 guard let addr = BindAddress(b) else { continue }
@@ -591,6 +597,7 @@ public final class GatewayServer: @unchecked Sendable {
         shared.forwarder.shutdown()
         await greylist.close()
         try? await log.flush()
+        await stopLogSink()
     }
 
     static func closeWith421(_ h: SessionHandle) {

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
+import PostgresSupport
 import NIOConcurrencyHelpers
 
 /// The shared store: PostgreSQL through postgres-nio, for several gateways behind one MX.
@@ -16,17 +17,10 @@ public final class PostgresGreylistStore: GreylistStore, @unchecked Sendable {
 
     /// `url`: postgres://user:password@host:port/database
     public init(url: String) throws {
-        guard let u = URLComponents(string: url), u.scheme == "postgres" || u.scheme == "postgresql", let host = u.host else {
-            throw GreylistStoreError(message: "bad PostgreSQL URL (want postgres://user:password@host:port/database)")
+        let c: PostgresClient
+        do { c = try PostgresURL.client(url, label: "mailgate.greylist.postgres.pool") } catch {
+            throw GreylistStoreError(message: "\(error)")
         }
-        var config = PostgresClient.Configuration(host: host, port: u.port ?? 5432, username: u.user ?? "postgres", password: u.password,
-                                                  database: u.path.count > 1 ? String(u.path.dropFirst()) : nil, tls: .disable)
-        config.options.connectTimeout = .seconds(5)
-        // The pool's own chatter (a lease before run() starts, retries) stays out of the
-        // operator's log; failures reach the check, which logs them with its verdict.
-        var poolLogger = Logger(label: "mailgate.greylist.postgres.pool")
-        poolLogger.logLevel = .error
-        let c = PostgresClient(configuration: config, backgroundLogger: poolLogger)
         client = c
         runTask = Task { await c.run() }
     }
@@ -69,14 +63,7 @@ public final class PostgresGreylistStore: GreylistStore, @unchecked Sendable {
         }
     }
 
-    /// One line for the log: what the server said, or why it could not be reached.
-    static func describe(_ error: any Error) -> String {
-        if let p = error as? PSQLError {
-            if let m = p.serverInfo?[.message] { return m }
-            return "\(p.code)"
-        }
-        return "\(error)"
-    }
+    static func describe(_ error: any Error) -> String { PostgresURL.describe(error) }
 
     public func close() async {
         runTask.cancel()

@@ -1,9 +1,10 @@
 import ArgumentParser
 import Foundation
 import DecisionLog
+import LogSink
 
 extension Log {
-    struct Report: ParsableCommand {
+    struct Report: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Count what was accepted, refused and deferred: by stage, check, rule, reply code and time; the clients, HELO names, senders and recipients most refused; the policies in force.")
         @Option(help: "From this time on (RFC 3339 prefix, e.g. 2026-11-25).") var since: String?
@@ -11,9 +12,10 @@ extension Log {
         @Option(help: "Time buckets: hour or day.") var by = "day"
         @Option(help: "Rows in each top-N table.") var top = 10
         @Option(help: "Also write the report as one self-contained HTML page with charts.") var html: String?
+        @Option(help: "Read the shared PostgreSQL sink (every gateway) instead of files.") var postgres: String?
         @Argument(help: "Log files (each with the files rotated from it).") var files: [String] = ["var/decisions.log"]
 
-        func run() throws {
+        func run() async throws {
             guard let bucket = LogReport.Bucket(rawValue: by) else { throw ValidationError("--by is hour or day") }
             guard top > 0 && top <= 1000 else { throw ValidationError("--top is 1 to 1000") }
             var report = LogReport(bucket: bucket)
@@ -21,16 +23,30 @@ extension Log {
             filter.since = since
             filter.until = until
             let progress = isatty(2) == 1
+            @Sendable func tell(_ n: Int) {
+                if progress && n % 100_000 == 0 { FileHandle.standardError.write(Data("\rmailgate: \(n) records read…".utf8)) }
+            }
             do {
-                for f in files {
-                    try filter.scan(path: f, skip: { line in
-                        guard LogReport.canSkip(line) else { return false }
-                        report.addSkipped()
-                        return true
-                    }) { r, _ in
-                        report.add(r)
-                        if progress && report.records % 100_000 == 0 {
-                            FileHandle.standardError.write(Data("\rmailgate: \(report.records) records read…".utf8))
+                if let postgres {
+                    report = try await PostgresLogSource.with(url: postgres) { [report, filter] src in
+                        var report = report
+                        let match = filter.matcher()
+                        try await src.lines(since: filter.since, until: filter.until) { text in
+                            let line = Array(text.utf8)[...]
+                            if LogReport.canSkip(line) { report.addSkipped() } else if let r = match(line) { report.add(r) }
+                            tell(report.records)
+                        }
+                        return report
+                    }
+                } else {
+                    for f in files {
+                        try filter.scan(path: f, skip: { line in
+                            guard LogReport.canSkip(line) else { return false }
+                            report.addSkipped()
+                            return true
+                        }) { r, _ in
+                            report.add(r)
+                            tell(report.records)
                         }
                     }
                 }

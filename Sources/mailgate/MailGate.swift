@@ -8,6 +8,7 @@ import Gateway
 import PolicyEngine
 import Checks
 import DecisionLog
+import LogSink
 import DNSResolver
 import MailAuth
 import SMTPProtocol
@@ -152,11 +153,14 @@ struct Version: ParsableCommand {
 struct Log: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Read the decision log.", subcommands: [Verify.self, Tail.self, Query.self, Why.self, Report.self])
 
-    struct Verify: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Verify the hash chain of a decision log and the files rotated from it (FILE.STAMP).")
-        @Argument(help: "The log file.") var file: String
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Verify the hash chain of a decision log and the files rotated from it (FILE.STAMP), or every gateway's chain in the PostgreSQL sink.")
+        @Argument(help: "The log file.") var file: String?
+        @Option(help: "Verify the shared PostgreSQL sink instead (postgres://mailgate_reader@host/db).") var postgres: String?
 
-        func run() throws {
+        func run() async throws {
+            if let postgres { return try await verifySink(postgres) }
+            guard let file else { throw ValidationError("name the log file, or --postgres URL") }
             let r: LogVerification
             let progress = isatty(2) == 1
             do {
@@ -211,7 +215,7 @@ struct Log: ParsableCommand {
         }
     }
 
-    struct Query: ParsableCommand {
+    struct Query: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Find records by time, client, action, stage, check, sender, recipient.")
         @Option(help: "From this time on (RFC 3339 prefix, e.g. 2026-11-25T10).") var since: String?
         @Option(help: "Before this time.") var until: String?
@@ -224,9 +228,10 @@ struct Log: ParsableCommand {
         @Option(help: "Envelope sender.") var sender: String?
         @Option(help: "Envelope recipient.") var recipient: String?
         @Option(help: "table or json.") var format = "table"
+        @Option(help: "Read the shared PostgreSQL sink (every gateway) instead of files.") var postgres: String?
         @Argument(help: "The log file.") var file = "var/decisions.log"
 
-        func run() throws {
+        func run() async throws {
             var f = LogFilter()
             f.since = since
             f.until = until
@@ -243,10 +248,24 @@ struct Log: ParsableCommand {
             f.recipient = recipient
             guard ["table", "json"].contains(format) else { throw ValidationError("--format is table or json") }
             var count = 0
+            let json = format == "json"
             do {
-                try f.scan(path: file) { r, l in
-                    count += 1
-                    print(format == "json" ? String(l) : LogFormat.line(r))
+                if let postgres {
+                    count = try await PostgresLogSource.with(url: postgres) { [f] src in
+                        let match = f.matcher()
+                        var n = 0
+                        try await src.lines(since: f.since, until: f.until, session: f.session) { line in
+                            guard let r = match(Array(line.utf8)[...]) else { return }
+                            n += 1
+                            print(json ? line : LogFormat.line(r))
+                        }
+                        return n
+                    }
+                } else {
+                    try f.scan(path: file) { r, l in
+                        count += 1
+                        print(json ? String(l) : LogFormat.line(r))
+                    }
                 }
             } catch { throw CLIError.failed(error) }
             if format == "table" { FileHandle.standardError.write(Data("\(count) records\n".utf8)) }
@@ -255,21 +274,34 @@ struct Log: ParsableCommand {
 }
 
 extension Log {
-    struct Why: ParsableCommand {
+    struct Why: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Tell the story of one session from the log: the id a refusal's reply ends with ([id …]), or a transaction id.")
         @Argument(help: "A session id (20 hex digits) or transaction id (SESSION.N).") var id: String
         @Argument(help: "The log file.") var file = "var/decisions.log"
         @Flag(help: "Print the session's raw JSON lines.") var json = false
+        @Option(help: "Read the shared PostgreSQL sink (every gateway) instead of the file.") var postgres: String?
 
-        func run() throws {
+        func run() async throws {
             // As pasted from a bounce: `[id 6745c1a29f3e01b4]` or the bare id.
             var ref = id.trimmingCharacters(in: CharacterSet(charactersIn: "[]").union(.whitespaces))
             if ref.hasPrefix("id ") { ref = String(ref.dropFirst(3)).trimmingCharacters(in: .whitespaces) }
             let records: [(record: [String: Any], line: String)]
-            do { records = try SessionSearch.records(of: ref, path: file) } catch { throw CLIError.failed(error) }
+            do {
+                if let postgres {
+                    records = try await PostgresLogSource.with(url: postgres) { [ref] src in
+                        var out: [(record: [String: Any], line: String)] = []
+                        try await src.lines(session: SessionID.session(of: ref)) { line in
+                            if let r = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] { out.append((r, line)) }
+                        }
+                        return SendableRecords(out)
+                    }.records
+                } else {
+                    records = try SessionSearch.records(of: ref, path: file)
+                }
+            } catch { throw CLIError.failed(error) }
             guard !records.isEmpty else {
-                FileHandle.standardError.write(Data("mailgate: no session \(ref) in \(file)\n".utf8))
+                FileHandle.standardError.write(Data("mailgate: no session \(ref) in \(postgres.map { _ in "the PostgreSQL sink" } ?? file)\n".utf8))
                 throw ExitCode(1)
             }
             if json {
@@ -278,6 +310,39 @@ extension Log {
             }
             for l in LogStory.tell(records.map(\.record), id: ref) { print(l) }
         }
+    }
+}
+
+/// Parsed records handed out of a PostgreSQL read (JSONSerialization's values are plain
+/// Foundation values, read by one task at a time).
+struct SendableRecords: @unchecked Sendable {
+    let records: [(record: [String: Any], line: String)]
+    init(_ r: [(record: [String: Any], line: String)]) { records = r }
+}
+
+extension Log.Verify {
+    /// Every gateway's chain in the sink.
+    func verifySink(_ url: String) async throws {
+        let progress = isatty(2) == 1
+        let chains: [ChainCheck]
+        do {
+            chains = try await PostgresLogSource.with(url: url) { src in
+                try await src.verify(progress: progress ? { n in FileHandle.standardError.write(Data("\rmailgate: \(n) rows verified…".utf8)) } : nil)
+            }
+        } catch { throw CLIError.failed(error) }
+        if progress { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        var ok = true
+        for c in chains {
+            for n in c.notes { print("NOTE \(n)") }
+            if c.ok {
+                print("\(c.gateway): OK, \(c.records) records, chain intact (seq \(c.firstSeq) to \(c.lastSeq))")
+            } else {
+                ok = false
+                for p in c.problems { print("FAIL \(p)") }
+            }
+        }
+        if chains.isEmpty { print("the sink holds no records") }
+        if !ok { throw ExitCode(1) }
     }
 }
 

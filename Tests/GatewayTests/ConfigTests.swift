@@ -53,6 +53,16 @@ import Greylist
         #expect(c.greylist.key.byReverseDomain)
     }
 
+    @Test func theLogSinkIsCheckedWithItsLine() throws {
+        #expect(errors("log:\n  postgres: mysql://db/x\n  gateway: \"mx 1\"\n") == [
+            "t.yaml:2: 'postgres' must be postgres://user:password@host:port/database",
+            "t.yaml:3: 'gateway' must be 1 to 64 printable ASCII characters without spaces"])
+        let c = try ConfigLoader.parse("log: {postgres: 'postgres://mailgate_writer:s3cret@db.example/mailgate', gateway: mx1}\n", file: "t.yaml")
+        #expect(c.log.postgres == "postgres://mailgate_writer:s3cret@db.example/mailgate")
+        #expect(c.log.gatewayName == "mx1")
+        #expect(!GatewayConfig().log.gatewayName.isEmpty)
+    }
+
     @Test func unknownKeysAreErrorsWithTheirLine() {
         let yaml = """
         listeners:

@@ -5,7 +5,7 @@ import SMTPProtocol
 /// gateway answered (a policy or gateway verdict with a reply, a connection refused, a
 /// message the downstream refused), by stage, check, rule, reply code and time, with the
 /// clients, HELO names, senders and recipients most refused, and the policies in force.
-public struct LogReport {
+public struct LogReport: Sendable {
     public enum Bucket: String, Sendable, CaseIterable { case hour, day }
 
     public struct Counts: Equatable, Sendable {

@@ -2,6 +2,7 @@ import CoreMetrics
 import Metrics
 import Prometheus
 import DecisionLog
+import LogSink
 
 /// The gateway's metrics, through swift-metrics into its own Prometheus registry (no global
 /// bootstrap: every gateway in a process, and every test, has its own). Label values come
@@ -69,7 +70,13 @@ final class GatewayMetrics: Sendable {
     }
 
     /// The Prometheus text exposition, with the gauges read at scrape time.
-    func exposition(log: DecisionLog, sessions: Int, zones: [(zone: String, inService: Bool)]) -> [UInt8] {
+    func exposition(log: DecisionLog, sessions: Int, zones: [(zone: String, inService: Bool)], sink: PostgresLogSink? = nil) -> [UInt8] {
+        if let sink {
+            let s = sink.status
+            Gauge(label: "mailgate_log_sink_lag_records", factory: factory).record(sink.lag)
+            Gauge(label: "mailgate_log_sink_shipping", factory: factory).record(s.state == .shipping ? 1 : 0)
+            Gauge(label: "mailgate_log_sink_failures", factory: factory).record(s.failures)
+        }
         for z in zones {
             Gauge(label: "mailgate_dnsbl_zone_in_service", dimensions: [("zone", z.zone)], factory: factory).record(z.inService ? 1 : 0)
         }

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import DecisionLog
+import LogSink
 import DNSResolver
 import Greylist
 
@@ -26,6 +27,12 @@ struct Health: Sendable {
             ("log", .object([("ok", .bool(logOK)), ("path", .string(shared.log.path)), ("queued_octets", .int(shared.log.pendingOctets))])),
             ("downstream", .array(targets)),
         ]
+        if let sink = shared.logSink {
+            // Not a reason to tempfail: the local file holds every record and the sink catches up.
+            let s = sink.status
+            fields.append(("log_sink", .object([("state", .string(s.state.rawValue)), ("gateway", .string(sink.gateway)),
+                                                ("shipped_seq", .int(s.shippedSeq)), ("lag", .int(sink.lag)), ("detail", .string(s.detail))])))
+        }
         for p in probes {
             let (pok, detail) = await p.run()
             ok = ok && pok

@@ -89,7 +89,7 @@ final class MetricsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         switch path {
         case "/metrics":
-            let body = shared.metrics.exposition(log: shared.log, sessions: shared.registry.count, zones: zones())
+            let body = shared.metrics.exposition(log: shared.log, sessions: shared.registry.count, zones: zones(), sink: shared.logSink)
             write(context, .ok, "text/plain; version=0.0.4; charset=utf-8", body)
         case "/health":
             let loop = context.eventLoop

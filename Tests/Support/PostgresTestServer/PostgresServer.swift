@@ -91,6 +91,22 @@ public enum PostgresServer {
                 outputFile: NSTemporaryDirectory() + "mailgate-psql-\(name).out", asPostgres: false) }
     }
 
+    /// The test server's URL for `database`, as `user` (trust: no password).
+    public static func url(database: String, user: String = "mailgate") async throws -> String {
+        let base = try await url()
+        guard let at = base.range(of: "@"), let slash = base.range(of: "/", options: .backwards) else { return base }
+        return "postgres://\(user)@" + base[at.upperBound..<slash.lowerBound] + "/\(database)"
+    }
+
+    /// Runs psql on `database` (as the server's superuser unless `user` is given) with
+    /// `args` (`-c SQL`, `-f FILE`); its output, or a Failure with it.
+    @discardableResult
+    public static func psql(database: String, user: String = "mailgate", _ args: [String]) async throws -> String {
+        let u = try await url(database: database, user: user)
+        let out = NSTemporaryDirectory() + "mailgate-psql-\(database)-\(UInt32.random(in: 0...UInt32.max)).out"
+        return try await offPool { try run(["/usr/bin/psql", u, "-q", "-X", "-v", "ON_ERROR_STOP=1"] + args, outputFile: out, asPostgres: false) }
+    }
+
     public static func freePort() -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
