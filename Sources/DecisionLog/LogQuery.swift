@@ -46,7 +46,7 @@ extension LogFilter {
     /// lines without them are skipped without being parsed.
     var needles: [[UInt8]] {
         var n: [[UInt8]] = []
-        for (k, v) in [("session", session), ("event", event), ("action", action), ("stage", stage), ("check", check)] {
+        for (k, v) in [("session", session)] {
             if let v { n.append(ByteSearch.field(k, v)) }
         }
         if let c = client, c.prefix == (c.address.isIPv4 ? 32 : 128) {
@@ -59,25 +59,35 @@ extension LogFilter {
         return n
     }
 
-    /// What gives the record a line holds, if it matches: lines without the octets every
-    /// match must hold are not parsed.
-    public func matcher() -> (ArraySlice<UInt8>) -> [String: Any]? {
-        let needles = self.needles
-        return { self.match($0, needles: needles) }
+    /// Octets a matching line must hold unless it carries folded verdicts (whose fields are
+    /// not written as `"key":"value"`).
+    var recordNeedles: [[UInt8]] {
+        [("event", event), ("action", action), ("stage", stage), ("check", check)].compactMap { k, v in v.map { ByteSearch.field(k, $0) } }
     }
 
-    func match(_ line: ArraySlice<UInt8>, needles: [[UInt8]]) -> [String: Any]? {
-        guard needles.allSatisfy({ ByteSearch.contains(line, $0) }),
-              let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], matches(obj) else { return nil }
-        return obj
+    /// What gives the matching records a line holds (its folded verdicts among them):
+    /// lines without the octets every match must hold are not parsed.
+    public func matcher() -> (ArraySlice<UInt8>) -> [[String: Any]] {
+        let needles = self.needles, recordNeedles = self.recordNeedles
+        return { self.match($0, needles: needles, recordNeedles: recordNeedles) }
+    }
+
+    func match(_ line: ArraySlice<UInt8>, needles: [[UInt8]], recordNeedles: [[UInt8]]) -> [[String: Any]] {
+        guard needles.allSatisfy({ ByteSearch.contains(line, $0) }) else { return [] }
+        if !recordNeedles.isEmpty && !ByteSearch.contains(line, FoldedChecks.marker)
+            && !recordNeedles.allSatisfy({ ByteSearch.contains(line, $0) }) { return [] }
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else { return [] }
+        return FoldedChecks.expand(obj).filter(matches)
     }
 
     /// Every matching record of the log at `path` and the files rotated from it, oldest
     /// first. With `since`, each file is entered by a binary search on time; with `until`,
     /// reading stops past it (records are written in time order).
     /// `skip`: lines the caller does not need, told by their octets (not parsed).
+    /// A line's folded verdicts are records of their own here: each match is given with its
+    /// line, so one line can come more than once.
     public func scan(path: String, skip: ((ArraySlice<UInt8>) -> Bool)? = nil, _ body: ([String: Any], Substring) -> Void) throws {
-        let needles = self.needles
+        let needles = self.needles, recordNeedles = self.recordNeedles
         let untilStamp = until.map { Array($0.utf8.prefix(19)) }
         var past = false
         for file in LogFileSet.rotated(of: path) + [path] where !past {
@@ -88,7 +98,11 @@ extension LogFilter {
                     return false
                 }
                 if let skip, skip(line) { return true }
-                if let obj = match(line, needles: needles) { body(obj, Substring(decoding: line, as: UTF8.self)) }
+                let found = match(line, needles: needles, recordNeedles: recordNeedles)
+                if !found.isEmpty {
+                    let text = Substring(decoding: line, as: UTF8.self)
+                    for r in found { body(r, text) }
+                }
                 return true
             }
         }

@@ -93,12 +93,13 @@ public enum LogReader {
         try forEachRawLine(path: path) { line, _ in try body(Substring(decoding: line, as: UTF8.self)) }
     }
 
-    /// Calls `body` with each record (parsed) and its raw line, in file order; lines that
+    /// Calls `body` with each record (parsed) and its raw line, in file order, the verdicts
+    /// folded into a record first (`FoldedChecks`, each with the carrying line); lines that
     /// are not JSON objects are skipped.
     public static func forEachRecord(path: String, _ body: ([String: Any], Substring) -> Void) throws {
         try forEachLine(path: path) { line in
             guard !line.isEmpty, let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return }
-            body(obj, line)
+            for r in FoldedChecks.expand(obj) { body(r, line) }
         }
     }
 }

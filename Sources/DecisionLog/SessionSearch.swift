@@ -57,7 +57,8 @@ public enum SessionSearch {
             guard ByteSearch.contains(line, needle),
                   let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
                   obj["session"] as? String == session else { return true }
-            found.records.append((obj, String(decoding: line, as: UTF8.self)))
+            let text = String(decoding: line, as: UTF8.self)
+            for r in FoldedChecks.expand(obj) { found.records.append((r, text)) }
             let event = obj["event"] as? String
             found.done = event == "session.close" || event == "session.refused"
             return !found.done

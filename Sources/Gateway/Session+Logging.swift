@@ -6,14 +6,42 @@ import DecisionLog
 /// The session's records in the decision log: who, what stage, which check, what result,
 /// what action, why.
 extension Session {
+    /// A record of this session; it carries the verdicts folded since the last one.
     func record(_ event: String, _ fields: [(String, JSONValue)]) -> LogRecord {
-        var f = fields
-        if shared.redactor.mode != .off {
-            let t = machine.transaction
-            let addresses = ((t?.recipients ?? []) + (t?.candidate.map { [$0] } ?? []) + redactAlso).map(\.description)
-            f = shared.redactor.redact(fields, addresses: addresses)
+        var f = redacted(fields)
+        if !foldedChecks.isEmpty {
+            f.append(("checks", .array(foldedChecks)))
+            foldedChecks = []
         }
         return LogRecord(event: event, session: id, fields: [("client", .string(clientIPText))] + f)
+    }
+
+    /// `log.redact` applied to the fields, for the addresses the session knows now.
+    func redacted(_ fields: [(String, JSONValue)]) -> [(String, JSONValue)] {
+        guard shared.redactor.mode != .off else { return fields }
+        let t = machine.transaction
+        let addresses = ((t?.recipients ?? []) + (t?.candidate.map { [$0] } ?? []) + redactAlso).map(\.description)
+        return shared.redactor.redact(fields, addresses: addresses)
+    }
+
+    /// The most verdicts waiting to be folded into a record (a client looping MAIL, RCPT
+    /// and RSET writes no other record): past it they are written as a `checks` record.
+    static let maxFoldedChecks = 32
+
+    /// Folds a verdict that did not act into the session's next record.
+    func fold(stage: Stage, check: String, rule: String? = nil, result: String, durationMs: Double?, reason: String?, subject: String?) {
+        let entry = FoldedChecks.entry(stage: stage.rawValue, check: check, rule: rule, result: result, durationMs: durationMs, reason: reason, subject: subject)
+        foldedChecks.append(redacted([("", entry)]).first?.1 ?? entry)
+        if foldedChecks.count >= Self.maxFoldedChecks { log("checks", []) }
+    }
+
+    /// The verdict's subject in a folded entry: the recipient at RCPT, the HELO name at HELO.
+    func foldSubject(_ stage: Stage) -> String? {
+        switch stage {
+        case .helo: return machine.heloCandidate ?? machine.helo
+        case .rcpt: return machine.transaction?.candidate?.description
+        default: return nil
+        }
     }
 
     func log(_ event: String, _ fields: [(String, JSONValue)]) {
@@ -26,6 +54,11 @@ extension Session {
     func logDecision(_ d: SMTPDecision) {
         redactAlso = d.recipient.map { [$0] } ?? []
         defer { redactAlso = [] }
+        if d.action == "continue" && d.reply == nil {
+            shared.metrics.verdict(stage: d.stage.rawValue, check: d.check, action: d.action)
+            let subject = d.stage == .rcpt ? d.recipient?.description : foldSubject(d.stage)
+            return fold(stage: d.stage, check: d.check, result: d.result, durationMs: nil, reason: d.reason, subject: subject)
+        }
         var f: [(String, JSONValue)] = [("stage", .string(d.stage.rawValue)), ("check", .string(d.check)), ("result", .string(d.result)),
                                         ("action", .string(d.action))]
         if let r = d.reply { f.append(("reply", .string(r.summary))) }
@@ -39,6 +72,11 @@ extension Session {
     /// A verdict of the policy: a check's result, a rule that fired, a threshold.
     func logVerdict(_ v: PolicyVerdict, extra: [(String, JSONValue)]) {
         shared.metrics.verdict(stage: v.stage.rawValue, check: v.check, action: v.action)
+        if v.action == "continue" && v.reply == nil && v.score == 0 && v.headers.isEmpty && v.would == nil && v.deferredTo == nil
+            && v.overriddenBy == nil && v.place == nil {
+            return fold(stage: v.stage, check: v.check, rule: v.rule, result: v.result, durationMs: v.durationMicros.map { Double($0) / 1000 },
+                        reason: v.reason, subject: foldSubject(v.stage))
+        }
         var f: [(String, JSONValue)] = [("stage", .string(v.stage.rawValue)), ("check", .string(v.check))]
         if let r = v.rule { f.append(("rule", .string(r))) }
         if let p = v.place { f.append(("rule_file", .string(p))) }

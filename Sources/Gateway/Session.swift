@@ -40,6 +40,8 @@ final class Session {
     /// Recipients to keep out of the record being written beyond the machine's own (the
     /// transaction just ended), with `log.redact`.
     var redactAlso: [Mailbox] = []
+    /// Verdicts that did not act, waiting to ride on the session's next record (`FoldedChecks`).
+    var foldedChecks: [JSONValue] = []
     /// How a proxied connection came (for `session.open`).
     var proxy: JSONValue?
     let started = ContinuousClock.now

@@ -33,7 +33,7 @@ extension Log {
                         let match = filter.matcher()
                         try await src.lines(since: filter.since, until: filter.until) { text in
                             let line = Array(text.utf8)[...]
-                            if LogReport.canSkip(line) { report.addSkipped() } else if let r = match(line) { report.add(r) }
+                            if LogReport.canSkip(line) { report.addSkipped() } else { for r in match(line) { report.add(r) } }
                             tell(report.records)
                         }
                         return report

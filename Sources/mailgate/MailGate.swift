@@ -194,7 +194,7 @@ struct Log: ParsableCommand {
             do { lines = try LogReader.lastLines(path: file, count: n) } catch { throw CLIError.failed(error) }
             for l in lines {
                 if json { print(l) }
-                else if let r = try? JSONSerialization.jsonObject(with: Data(l.utf8)) as? [String: Any] { print(LogFormat.line(r)) }
+                else if let r = try? JSONSerialization.jsonObject(with: Data(l.utf8)) as? [String: Any] { FoldedChecks.expand(r).forEach { print(LogFormat.line($0)) } }
             }
             guard follow else { return }
             guard let fh = FileHandle(forReadingAtPath: file) else { return }
@@ -208,7 +208,7 @@ struct Log: ParsableCommand {
                     let line = partial[partial.startIndex..<nl]
                     partial = Data(partial[(nl + 1)...])
                     if json { print(String(decoding: line, as: UTF8.self)) }
-                    else if let o = try? JSONSerialization.jsonObject(with: line) as? [String: Any] { print(LogFormat.line(o)) }
+                    else if let o = try? JSONSerialization.jsonObject(with: line) as? [String: Any] { FoldedChecks.expand(o).forEach { print(LogFormat.line($0)) } }
                     fflush(nil)
                 }
             }
@@ -255,16 +255,24 @@ struct Log: ParsableCommand {
                         let match = f.matcher()
                         var n = 0
                         try await src.lines(since: f.since, until: f.until, session: f.session) { line in
-                            guard let r = match(Array(line.utf8)[...]) else { return }
-                            n += 1
-                            print(json ? line : LogFormat.line(r))
+                            let found = match(Array(line.utf8)[...])
+                            if json && !found.isEmpty { n += 1; print(line); return }
+                            for r in found { n += 1; print(LogFormat.line(r)) }
                         }
                         return n
                     }
                 } else {
+                    // A line with several matches (its folded verdicts) is printed once as JSON.
+                    var lastLine: Substring = ""
                     try f.scan(path: file) { r, l in
+                        if json {
+                            if l == lastLine { return }
+                            lastLine = l
+                            print(l)
+                        } else {
+                            print(LogFormat.line(r))
+                        }
                         count += 1
-                        print(json ? String(l) : LogFormat.line(r))
                     }
                 }
             } catch { throw CLIError.failed(error) }
@@ -292,7 +300,9 @@ extension Log {
                     records = try await PostgresLogSource.with(url: postgres) { [ref] src in
                         var out: [(record: [String: Any], line: String)] = []
                         try await src.lines(session: SessionID.session(of: ref)) { line in
-                            if let r = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] { out.append((r, line)) }
+                            if let r = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] {
+                                for e in FoldedChecks.expand(r) { out.append((e, line)) }
+                            }
                         }
                         return SendableRecords(out)
                     }.records
@@ -305,7 +315,12 @@ extension Log {
                 throw ExitCode(1)
             }
             if json {
-                for r in records { print(r.line) }
+                // Each line once (its folded verdicts share it).
+                var last = ""
+                for r in records where r.line != last {
+                    print(r.line)
+                    last = r.line
+                }
                 return
             }
             for l in LogStory.tell(records.map(\.record), id: ref) { print(l) }

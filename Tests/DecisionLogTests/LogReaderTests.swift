@@ -40,3 +40,29 @@ import Testing
         #expect(seen.map(\.1) == [true, true, false])
     }
 }
+
+@Suite struct FoldedChecksExpansionTests {
+    @Test func anEntryExpandsToTheVerdictItStandsFor() throws {
+        let entries: [JSONValue] = [
+            FoldedChecks.entry(stage: "helo", check: "helo", rule: nil, result: "pass", durationMs: 0.04912, reason: nil, subject: "mx.example.net"),
+            FoldedChecks.entry(stage: "rcpt", check: "greylist", rule: nil, result: "exempt", durationMs: 0.07, reason: "client in allow list", subject: "b@example.org"),
+            FoldedChecks.entry(stage: "message", check: "policy", rule: "thresholds", result: "score 0", durationMs: nil, reason: "below", subject: nil),
+        ]
+        var line: [UInt8] = []
+        JSONValue.object([("seq", 7), ("ts", "2026-12-04T00:00:00.000Z"), ("event", "transaction.commit"), ("session", "s1"), ("client", "192.0.2.1"),
+                          ("checks", .array(entries))]).write(into: &line)
+        #expect(ByteSearch.contains(line[...], FoldedChecks.marker))
+        let obj = try #require(try JSONSerialization.jsonObject(with: Data(line)) as? [String: Any])
+        let out = FoldedChecks.expand(obj)
+        #expect(out.count == 4)
+        #expect(out[0]["event"] as? String == "verdict" && out[0]["stage"] as? String == "helo" && out[0]["check"] as? String == "helo")
+        #expect(out[0]["helo"] as? String == "mx.example.net" && out[0]["duration_ms"] as? Double == 0.049 && out[0]["reason"] == nil)
+        #expect(out[0]["session"] as? String == "s1" && out[0]["client"] as? String == "192.0.2.1" && out[0]["seq"] as? Int == 7)
+        #expect(out[1]["recipient"] as? String == "b@example.org" && out[1]["reason"] as? String == "client in allow list")
+        #expect(out[2]["check"] as? String == "policy" && out[2]["rule"] as? String == "thresholds" && out[2]["action"] as? String == "continue")
+        #expect(out[3]["event"] as? String == "transaction.commit" && out[3]["checks"] == nil)
+        // Hostile shapes are skipped, never trapped on.
+        let odd: [String: Any] = ["event": "x", "checks": [[1, 2], "y", ["a", "b", "c", "d", 5, 6]]]
+        #expect(FoldedChecks.expand(odd).count == 2)
+    }
+}

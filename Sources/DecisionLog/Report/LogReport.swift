@@ -48,8 +48,14 @@ public struct LogReport: Sendable {
     /// A record in the window that `canSkip` let the caller skip: counted, not parsed.
     public mutating func addSkipped() { records += 1 }
 
+    /// A record as read: its folded verdicts are counted as the verdicts they are (a
+    /// verdict already expanded from its line is not counted as a record).
     public mutating func add(_ r: [String: Any]) {
-        records += 1
+        if r["folded"] == nil { records += 1 }
+        for e in FoldedChecks.expand(r) { addOne(e) }
+    }
+
+    private mutating func addOne(_ r: [String: Any]) {
         let ts = r["ts"] as? String ?? ""
         if firstTime == nil { firstTime = ts }
         lastTime = ts

@@ -1,0 +1,80 @@
+import Foundation
+import Testing
+import DecisionLog
+@testable import Gateway
+
+/// Verdicts that did not act ride on the session's next record: a clean message is four
+/// records, and every reader still sees each verdict.
+@Suite struct FoldedChecksTests {
+    static func lines(_ path: String) throws -> [[String: Any]] {
+        var out: [[String: Any]] = []
+        try LogReader.forEachLine(path: path) { l in
+            if let o = try? JSONSerialization.jsonObject(with: Data(l.utf8)) as? [String: Any] { out.append(o) }
+        }
+        return out
+    }
+
+    @Test func aCleanMessageIsFourRecordsAndItsVerdictsAreStillThere() async throws {
+        let down = try await RecordingDownstream.start()
+        // Loopback may relay here: the recipient's relay verdict says so without acting.
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"])
+        let r = try await Client.smtplib(port: gw.port, from: "a@example.net", to: ["b@example.com"], data: "Subject: t\r\n\r\nhi\r\n")
+        #expect(r["ok"] as? Bool == true, "\(r)")
+        _ = try await gw.records(waitingFor: "session.close")
+        await gw.stop()
+        down.stop()
+        let raw = try Self.lines(gw.logPath).filter { $0["session"] != nil }
+        #expect(raw.map { $0["event"] as? String ?? "" } == ["session.open", "transaction.commit", "transaction", "session.close"])
+        let folded = try #require(raw[1]["checks"] as? [[Any]])
+        #expect(folded.map { "\($0[0])/\($0[1])=\($0[2])" } == ["helo/helo=skipped", "mail/size=unlimited", "rcpt/relay=authorized", "message/size=unlimited"])
+        // The HELO name and the recipient ride with their stage's entry.
+        #expect(folded[0].last as? String == "client.example.org")
+        #expect(folded[2].last as? String == "b@example.com")
+        // Readers see the verdicts as records of their own.
+        let expanded = try #require(try await gw.records().filter { $0["event"] as? String == "verdict" })
+        let relay = try #require(expanded.first { $0["check"] as? String == "relay" })
+        #expect(relay["stage"] as? String == "rcpt" && relay["action"] as? String == "continue" && relay["recipient"] as? String == "b@example.com")
+        #expect(relay["session"] as? String == raw[0]["session"] as? String && relay["client"] as? String == "127.0.0.1")
+        let (status, out) = try await runProgram(CLITests.binary, ["log", "query", "--check", "size", "--stage", "message", gw.logPath])
+        #expect(status == 0)
+        #expect(out.split(separator: "\n").filter { $0.contains("  verdict  ") }.count == 1 && out.contains("message/size=unlimited  continue"), "\(out)")
+        #expect(out.contains("1 records\n"))
+        let (js, json) = try await runProgram(CLITests.binary, ["log", "query", "--action", "continue", "--format", "json", gw.logPath])
+        #expect(js == 0)
+        #expect(json.split(separator: "\n").count == 1, "one line carries all four: \(json)")
+    }
+
+    @Test func anActingVerdictIsARecordAndCarriesWhatCameBefore() async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { c in
+            c.listeners[0].authorizedAddresses = [.init("192.0.2.0/24")!]
+        }
+        _ = try await Client.raw(port: gw.port, [("EHLO c.example.net\r\n", 1), ("MAIL FROM:<x@example.net>\r\n", 1), ("RCPT TO:<v@example.com>\r\n", 1), ("QUIT\r\n", 1)])
+        _ = try await gw.records(waitingFor: "session.close")
+        await gw.stop()
+        down.stop()
+        let raw = try Self.lines(gw.logPath).filter { $0["session"] != nil }
+        #expect(raw.map { $0["event"] as? String ?? "" } == ["session.open", "verdict", "session.close"])
+        #expect(raw[1]["check"] as? String == "relay" && raw[1]["action"] as? String == "reject")
+        #expect((raw[1]["checks"] as? [[Any]])?.map { "\($0[0])/\($0[1])" } == ["helo/helo", "mail/size"])
+    }
+
+    @Test func verdictsThatNeverMeetARecordAreWrittenInBoundedBatches() async throws {
+        let down = try await RecordingDownstream.start()
+        let gw = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"]) { c in
+            c.listeners[0].authorizedAddresses = [.init("192.0.2.0/24")!]
+        }
+        // MAIL, RCPT, RSET over and over: a verdict each (the sender's size), and no other record.
+        var steps: [(String, Int)] = [("EHLO c.example.net\r\n", 1)]
+        for i in 0..<40 { steps += [("MAIL FROM:<x\(i)@example.net>\r\n", 1), ("RCPT TO:<b@example.org>\r\n", 1), ("RSET\r\n", 1)] }
+        _ = try await Client.raw(port: gw.port, steps + [("QUIT\r\n", 1)])
+        _ = try await gw.records(waitingFor: "session.close")
+        await gw.stop()
+        down.stop()
+        let raw = try Self.lines(gw.logPath).filter { $0["session"] != nil }
+        #expect(raw.map { $0["event"] as? String ?? "" } == ["session.open", "checks", "session.close"])
+        #expect((raw[1]["checks"] as? [Any])?.count == Session.maxFoldedChecks)
+        #expect((raw[2]["checks"] as? [Any])?.count == 41 - Session.maxFoldedChecks)
+        #expect(try await gw.records().filter { $0["event"] as? String == "verdict" }.count == 41)
+    }
+}
