@@ -1,10 +1,12 @@
 import Foundation
 
 /// A check's verdict that did not act (it let the session go on: no reply, no score, no
-/// header, not monitored, deferred or overridden) is not a record of its own: it is folded
+/// header, not monitored, deferred or overridden; never the gateway's own decisions, such as
+/// relaying allowed or AUTH) is not a record of its own: it is folded
 /// into the session's next record as one entry of its `checks` array,
 /// `[stage, check, result, duration_ms, reason, subject]` (reason "" when none; subject the
-/// recipient at RCPT, the HELO name at HELO, else absent; check `policy/RULE` for a rule's),
+/// HELO name at HELO, the sender at MAIL, the recipient at RCPT, else absent; check
+/// `policy/RULE` for a rule's),
 /// so a clean message takes a few records instead of one per check. Readers see such
 /// entries as the verdict records they stand for (`expand`): same stage, check, result and
 /// reason, action `continue`, with the carrying record's time, session and client.
@@ -39,9 +41,13 @@ public enum FoldedChecks {
             if let ms = e[3] as? Double { v["duration_ms"] = ms } else if let ms = e[3] as? Int { v["duration_ms"] = Double(ms) }
             if let reason = e[4] as? String, !reason.isEmpty { v["reason"] = reason }
             if e.count > 5, let subject = e[5] as? String {
-                if stage == "helo" { v["helo"] = subject } else if stage == "rcpt" { v["recipient"] = subject }
+                switch stage {
+                case "helo": v["helo"] = subject
+                case "mail": v["sender"] = subject
+                case "rcpt": v["recipient"] = subject
+                default: break
+                }
             }
-            if stage != "connect" && stage != "helo", let s = r["sender"] { v["sender"] = s }
             out.append(v)
         }
         var carrier = r

@@ -20,20 +20,30 @@ public final class LogFollower {
     private var fd: Int32 = -1
     private var inode: UInt = 0
     private var offset = 0
-    /// Read but not yet returned: `buffer[head...]`.
+    /// Read but not yet returned: `buffer[head...]`; no newline in `buffer[head..<scanned]`.
     private var buffer: [UInt8] = []
     private var head = 0
+    private var scanned = 0
+    /// Inside an over-long line: octets are dropped up to its newline.
+    private var skipping = false
+    /// The longest line returned; a longer one (not a record the gateway writes) is skipped.
+    public static let maxLine = 16 << 20
 
     /// Positions after record `after` (0: from the oldest record there is).
     public init(path: String, after: Int) throws {
         self.path = path
         self.lastSeq = after
-        let files = LogFileSet.rotated(of: path) + [path]
-        // The newest file that begins at or before the next record; else the oldest there is.
-        let first = files.lastIndex { f in Self.firstSeq(of: f).map { $0 <= after + 1 } ?? false } ?? 0
-        let file = files[first]
-        let start = try SessionSearch.start(path: file) { head in Self.seq(of: head).map { $0 <= after } }
-        try open(file, at: start)
+        // A rotation between choosing a file by name and opening it would open another: the
+        // file opened must still begin where the chosen one did.
+        for attempt in 0..<5 {
+            let files = LogFileSet.rotated(of: path) + [path]
+            let firsts = files.map { Self.firstSeq(of: $0) }
+            // The newest file that begins at or before the next record; else the oldest there is.
+            let chosen = firsts.lastIndex { $0.map { $0 <= after + 1 } ?? false } ?? 0
+            try open(files[chosen], at: 0)
+            if Self.firstSeq(fd: fd) == firsts[chosen] || attempt == 4 { break }
+        }
+        offset = try SessionSearch.start(fd: fd, path: path) { head in Self.seq(of: head).map { $0 <= after } }
     }
 
     deinit { if fd >= 0 { Glibc.close(fd) } }
@@ -65,7 +75,17 @@ public final class LogFollower {
     /// The next whole line in the buffer, reading (and moving to the next file) as needed.
     private func nextLine() throws -> [UInt8]? {
         while true {
-            if let nl = buffer[head...].firstIndex(of: 10) { return Array(buffer[head..<nl]) }
+            if let nl = buffer[max(head, scanned)...].firstIndex(of: 10) {
+                scanned = 0
+                guard nl - head <= Self.maxLine else { head = nl + 1; continue }
+                return Array(buffer[head..<nl])
+            }
+            scanned = buffer.count
+            if buffer.count - head > Self.maxLine {
+                // No record is this long: drop what was read, and the rest up to the next newline.
+                head = buffer.count
+                skipping = true
+            }
             if try fill() { continue }
             // At the end of this file: go on in the next one once this one is rotated away.
             guard try advanceIfRotated() else { return nil }
@@ -85,7 +105,15 @@ public final class LogFollower {
             offset += n
             if head > 0 {
                 buffer.removeFirst(head)
+                scanned = max(0, scanned - head)
                 head = 0
+            }
+            if skipping {
+                guard let nl = chunk[..<n].firstIndex(of: 10) else { return true }
+                skipping = false
+                buffer.append(contentsOf: chunk[(nl + 1)..<n])
+                scanned = 0
+                return true
             }
             buffer.append(contentsOf: chunk[..<n])
             return true
@@ -99,13 +127,20 @@ public final class LogFollower {
         guard stat(path, &st) == 0, UInt(st.st_ino) != inode else { return false }
         // Anything written to the old file before its rename.
         if try fill() { return true }
-        // A partial line at the end of a rotated file will never be completed.
-        for f in LogFileSet.rotated(of: path) where (Self.firstSeq(of: f) ?? 0) > lastSeq {
+        // A partial line at the end of a rotated file will never be completed. The next file
+        // is one that begins past what was read, other than this one.
+        let current = inode
+        for f in LogFileSet.rotated(of: path) where (Self.firstSeq(of: f) ?? 0) > lastSeq && Self.inode(of: f) != current {
             try open(f, at: 0)
             return true
         }
         try open(path, at: 0)
         return true
+    }
+
+    static func inode(of path: String) -> UInt? {
+        var st = stat()
+        return stat(path, &st) == 0 ? UInt(st.st_ino) : nil
     }
 
     private func open(_ file: String, at start: Int) throws {
@@ -119,6 +154,8 @@ public final class LogFollower {
         offset = start
         buffer.removeAll()
         head = 0
+        scanned = 0
+        skipping = false
     }
 
     /// The sequence number a record's line begins with (`{"seq":N,`).
@@ -143,6 +180,10 @@ public final class LogFollower {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { Glibc.close(fd) }
+        return firstSeq(fd: fd)
+    }
+
+    static func firstSeq(fd: Int32) -> Int? {
         var buf = [UInt8](repeating: 0, count: 32)
         let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 32, 0) }
         return n > 0 ? seq(of: buf[..<n]) : nil

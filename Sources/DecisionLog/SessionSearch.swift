@@ -90,6 +90,11 @@ public enum SessionSearch {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw LogFileError.errno(path) }
         defer { close(fd) }
+        return try start(fd: fd, path: path, precedes: precedes)
+    }
+
+    /// The same in an open file (`path` names it in errors).
+    static func start(fd: Int32, path: String, precedes: (ArraySlice<UInt8>) -> Bool?) throws -> Int {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw LogFileError.errno(path) }
         var lo = 0, hi = Int(st.st_size)

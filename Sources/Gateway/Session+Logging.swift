@@ -28,17 +28,20 @@ extension Session {
     /// and RSET writes no other record): past it they are written as a `checks` record.
     static let maxFoldedChecks = 32
 
-    /// Folds a verdict that did not act into the session's next record.
+    /// Folds a verdict of a check that did not act into the session's next record. (The
+    /// session's own decisions are never folded: relaying allowed, AUTH, headers removed.)
     func fold(stage: Stage, check: String, rule: String? = nil, result: String, durationMs: Double?, reason: String?, subject: String?) {
         let entry = FoldedChecks.entry(stage: stage.rawValue, check: check, rule: rule, result: result, durationMs: durationMs, reason: reason, subject: subject)
         foldedChecks.append(redacted([("", entry)]).first?.1 ?? entry)
         if foldedChecks.count >= Self.maxFoldedChecks { log("checks", []) }
     }
 
-    /// The verdict's subject in a folded entry: the recipient at RCPT, the HELO name at HELO.
+    /// The verdict's subject in a folded entry: the HELO name at HELO, the sender at MAIL,
+    /// the recipient at RCPT.
     func foldSubject(_ stage: Stage) -> String? {
         switch stage {
         case .helo: return machine.heloCandidate ?? machine.helo
+        case .mail: return machine.transaction?.sender.description
         case .rcpt: return machine.transaction?.candidate?.description
         default: return nil
         }
@@ -54,11 +57,6 @@ extension Session {
     func logDecision(_ d: SMTPDecision) {
         redactAlso = d.recipient.map { [$0] } ?? []
         defer { redactAlso = [] }
-        if d.action == "continue" && d.reply == nil {
-            shared.metrics.verdict(stage: d.stage.rawValue, check: d.check, action: d.action)
-            let subject = d.stage == .rcpt ? d.recipient?.description : foldSubject(d.stage)
-            return fold(stage: d.stage, check: d.check, result: d.result, durationMs: nil, reason: d.reason, subject: subject)
-        }
         var f: [(String, JSONValue)] = [("stage", .string(d.stage.rawValue)), ("check", .string(d.check)), ("result", .string(d.result)),
                                         ("action", .string(d.action))]
         if let r = d.reply { f.append(("reply", .string(r.summary))) }

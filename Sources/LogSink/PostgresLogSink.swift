@@ -45,7 +45,10 @@ public final class PostgresLogSink: Sendable {
     public var status: Status { statusBox.withLockedValue { $0 } }
 
     /// Records the log holds that the table does not yet (a metric).
-    public var lag: Int { max(0, log.durableSeq - status.shippedSeq) }
+    public var lag: Int {
+        let (d, overflow) = log.durableSeq.subtractingReportingOverflow(status.shippedSeq)
+        return overflow ? 0 : max(0, d)
+    }
 
     /// Ships until cancelled; a failure is retried after a pause that grows to 30 s.
     public func run() async {
@@ -89,34 +92,59 @@ public final class PostgresLogSink: Sendable {
     /// what follows as it becomes durable, until an error.
     func shipFromWhereTheTableEnds() async throws {
         let (lastSeq, lastHash) = try await tableEnd()
+        guard lastSeq >= 0 else { throw Diverged(description: "the table names record \(lastSeq) as \(gateway)'s last, which no log writes") }
         statusBox.withLockedValue { $0.shippedSeq = lastSeq }
         if lastSeq > log.durableSeq {
             throw Diverged(description: "the table holds \(gateway)'s records up to \(lastSeq), the local log only up to \(log.durableSeq): another gateway writes under this name, or the log was begun anew (set log.gateway to a new name)")
         }
-        let follower = try LogFollower(path: log.path, after: lastSeq)
-        var joined = lastSeq == 0
+        // From the table's last record itself: it must be the local log's.
+        let follower = try LogFollower(path: log.path, after: max(0, lastSeq - 1))
+        var pending = lastSeq > 0 ? try await join(follower, lastSeq: lastSeq, lastHash: lastHash) : []
+        report(.shipping, "")
         var expected = lastSeq + 1
         while !Task.isCancelled {
-            let lines = try follower.read(upTo: log.durableSeq, maxLines: Self.batchLines, maxOctets: Self.batchOctets)
-            guard let first = lines.first else {
-                if status.state != .shipping { report(.shipping, "") }
+            let lines = pending.isEmpty ? try follower.read(upTo: log.durableSeq, maxLines: Self.batchLines, maxOctets: Self.batchOctets) : pending
+            pending = []
+            guard !lines.isEmpty else {
                 try await Task.sleep(for: .milliseconds(100))
                 continue
             }
-            if !joined {
-                guard first.seq == lastSeq + 1, Self.prev(of: first.bytes) == lastHash else {
-                    throw Diverged(description: "record \(first.seq) of the local log does not follow record \(lastSeq) in the table (its prev is not that record's hash)")
-                }
-                joined = true
+            var next = expected
+            for l in lines {
+                if l.seq != next { noteGap(from: next, to: l.seq - 1) }
+                next = l.seq + 1
             }
-            if first.seq != expected { noteGap(from: expected, to: first.seq - 1) }
             try await insert(lines)
-            expected = (lines.last?.seq ?? expected) + 1
+            expected = next
             statusBox.withLockedValue {
-                $0.shippedSeq = expected - 1
+                $0.shippedSeq = next - 1
                 $0.state = .shipping
                 $0.detail = ""
             }
+        }
+    }
+
+    /// Reads the local record the table ends with and checks that it is the same record (or,
+    /// when retention deleted it, that what follows names it as `prev`). Returns the lines
+    /// read past it, to be shipped.
+    func join(_ follower: LogFollower, lastSeq: Int, lastHash: String) async throws -> [LogFollower.Line] {
+        while true {
+            guard let first = try follower.read(upTo: log.durableSeq, maxLines: 1).first else {
+                // The local files lack that record and hold nothing after it yet.
+                try await Task.sleep(for: .milliseconds(100))
+                continue
+            }
+            if first.seq == lastSeq {
+                guard Digest.sha256Hex(first.bytes) == lastHash else {
+                    throw Diverged(description: "record \(lastSeq) in the table is not record \(lastSeq) of the local log: another gateway writes under this name, or the log was begun anew (set log.gateway to a new name)")
+                }
+                return []
+            }
+            if first.seq == lastSeq + 1 && Self.prev(of: first.bytes) != lastHash {
+                throw Diverged(description: "record \(first.seq) of the local log does not follow record \(lastSeq) in the table (its prev is not that record's hash)")
+            }
+            // Past it: the records between were deleted locally (a gap, noted as it is shipped).
+            return [first]
         }
     }
 
@@ -154,27 +182,60 @@ public final class PostgresLogSink: Sendable {
 
     /// One INSERT for the batch: every row or none.
     func insert(_ lines: [LogFollower.Line]) async throws {
-        var seqs: [Int64] = [], stamps: [String] = [], sessions: [String] = [], events: [String] = [], texts: [String] = [], hashes: [String] = []
+        var seqs: [Int64] = [], stamps: [Double] = [], sessions: [String] = [], events: [String] = [], texts: [String] = [], hashes: [String] = []
         for l in lines {
             let fields = Self.fields(of: l.bytes)
             seqs.append(Int64(l.seq))
-            stamps.append(fields.ts)
+            stamps.append(fields.seconds)
             sessions.append(fields.session)
             events.append(fields.event)
-            texts.append(String(decoding: l.bytes, as: UTF8.self))
+            texts.append(Self.text(l.bytes))
             hashes.append(Digest.sha256Hex(l.bytes))
         }
         try await client.query("""
             INSERT INTO mailgate_decisions (gateway, seq, ts, session, event, line, hash)
-            SELECT \(gateway), s, t::timestamptz, NULLIF(se, ''), e, l, h
-            FROM unnest(\(seqs)::bigint[], \(stamps)::text[], \(sessions)::text[], \(events)::text[], \(texts)::text[], \(hashes)::text[]) AS u(s, t, se, e, l, h)
+            SELECT \(gateway), s, to_timestamp(t), NULLIF(se, ''), e, l, h
+            FROM unnest(\(seqs)::bigint[], \(stamps)::float8[], \(sessions)::text[], \(events)::text[], \(texts)::text[], \(hashes)::text[]) AS u(s, t, se, e, l, h)
             """, logger: logger)
     }
 
-    /// The columns the table keeps beside the line, from the record.
-    static func fields(of line: [UInt8]) -> (ts: String, session: String, event: String) {
-        guard let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else { return ("1970-01-01T00:00:00Z", "", "?") }
-        return (obj["ts"] as? String ?? "1970-01-01T00:00:00Z", obj["session"] as? String ?? "", obj["event"] as? String ?? "?")
+    /// The line as PostgreSQL text: a NUL (which no record the gateway writes holds) cannot
+    /// be stored, and would stop the sink for good; it becomes U+FFFD, and `log verify
+    /// --postgres` then reports the row as not its hash.
+    static func text(_ line: [UInt8]) -> String {
+        let s = String(decoding: line, as: UTF8.self)
+        return line.contains(0) ? s.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : s
+    }
+
+    /// The columns the table keeps beside the line, from the record (its time in Unix seconds).
+    static func fields(of line: [UInt8]) -> (seconds: Double, session: String, event: String) {
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else { return (0, "", "?") }
+        return (seconds(of: obj["ts"] as? String ?? ""), obj["session"] as? String ?? "", obj["event"] as? String ?? "?")
+    }
+
+    /// `2026-12-04T01:26:20.123Z` in Unix seconds (0 when it is not one).
+    static func seconds(of ts: String) -> Double {
+        let u = Array(ts.utf8)
+        guard u.count >= 19 else { return 0 }
+        func num(_ r: Range<Int>) -> Int? {
+            var n = 0
+            for c in u[r] {
+                guard c >= 48 && c <= 57 else { return nil }
+                n = n * 10 + Int(c - 48)
+            }
+            return n
+        }
+        guard let y = num(0..<4), let mo = num(5..<7), let d = num(8..<10), let h = num(11..<13), let mi = num(14..<16), let s = num(17..<19),
+              (1...12).contains(mo), (1...31).contains(d), h < 24, mi < 60, s < 61 else { return 0 }
+        var t = tm()
+        t.tm_year = Int32(y - 1900)
+        t.tm_mon = Int32(mo - 1)
+        t.tm_mday = Int32(d)
+        t.tm_hour = Int32(h)
+        t.tm_min = Int32(mi)
+        t.tm_sec = Int32(s)
+        let ms = u.count >= 23 && u[19] == UInt8(ascii: ".") ? (num(20..<23) ?? 0) : 0
+        return Double(timegm(&t)) + Double(ms) / 1000
     }
 
     /// The record's `prev`.

@@ -64,4 +64,21 @@ import Testing
         #expect(next.first.map { String(decoding: $0.bytes, as: UTF8.self) } == part + ",\"prev\":\"1\",\"event\":\"b\"}")
         #expect(LogFollower.seq(of: Array("{\"seq\":99999999999999999999,".utf8)[...]) == nil)
     }
+
+    @Test func anOverLongLineIsSkippedAndAPartialRotatedFileDoesNotHoldItUp() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file()
+        func rec(_ n: Int) -> String { "{\"seq\":\(n),\"ts\":\"2026-12-04T00:00:00.000Z\",\"prev\":\"0\",\"event\":\"e\"}\n" }
+        // A rotated file that is one partial line, then the live file.
+        try Data("{\"seq\":5,\"ts\":\"2026".utf8).write(to: URL(fileURLWithPath: path + ".20261203T000000Z"))
+        var live = Data(rec(6).utf8)
+        live.append(Data("{\"seq\":7,".utf8) + Data(repeating: UInt8(ascii: "x"), count: LogFollower.maxLine + 10) + Data("\n".utf8))
+        live.append(Data(rec(8).utf8))
+        try live.write(to: URL(fileURLWithPath: path))
+        let f = try LogFollower(path: path, after: 4)
+        var got: [Int] = []
+        while case let batch = try f.read(upTo: 100), !batch.isEmpty { got += batch.map(\.seq) }
+        #expect(got == [6, 8])
+    }
 }

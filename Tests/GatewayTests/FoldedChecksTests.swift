@@ -24,24 +24,30 @@ import DecisionLog
         await gw.stop()
         down.stop()
         let raw = try Self.lines(gw.logPath).filter { $0["session"] != nil }
-        #expect(raw.map { $0["event"] as? String ?? "" } == ["session.open", "transaction.commit", "transaction", "session.close"])
-        let folded = try #require(raw[1]["checks"] as? [[Any]])
-        #expect(folded.map { "\($0[0])/\($0[1])=\($0[2])" } == ["helo/helo=skipped", "mail/size=unlimited", "rcpt/relay=authorized", "message/size=unlimited"])
-        // The HELO name and the recipient ride with their stage's entry.
-        #expect(folded[0].last as? String == "client.example.org")
-        #expect(folded[2].last as? String == "b@example.com")
+        // Relaying allowed is the gateway's own decision: a record of its own, carrying what came before.
+        #expect(raw.map { $0["event"] as? String ?? "" } == ["session.open", "verdict", "transaction.commit", "transaction", "session.close"])
+        #expect(raw[1]["check"] as? String == "relay" && raw[1]["result"] as? String == "authorized")
+        #expect((raw[1]["checks"] as? [[Any]])?.map { "\($0[0])/\($0[1])=\($0[2])" } == ["helo/helo=skipped", "mail/size=unlimited"])
+        let folded = try #require(raw[2]["checks"] as? [[Any]])
+        #expect(folded.map { "\($0[0])/\($0[1])=\($0[2])" } == ["message/size=unlimited"])
+        // The HELO name and the sender ride with their stage's entry.
+        let first = try #require(raw[1]["checks"] as? [[Any]])
+        #expect(first[0].last as? String == "client.example.org")
+        #expect(first[1].last as? String == "a@example.net")
         // Readers see the verdicts as records of their own.
         let expanded = try #require(try await gw.records().filter { $0["event"] as? String == "verdict" })
-        let relay = try #require(expanded.first { $0["check"] as? String == "relay" })
-        #expect(relay["stage"] as? String == "rcpt" && relay["action"] as? String == "continue" && relay["recipient"] as? String == "b@example.com")
-        #expect(relay["session"] as? String == raw[0]["session"] as? String && relay["client"] as? String == "127.0.0.1")
+        let size = try #require(expanded.first { $0["check"] as? String == "size" && $0["stage"] as? String == "mail" })
+        #expect(size["action"] as? String == "continue" && size["sender"] as? String == "a@example.net" && size["folded"] as? Bool == true)
+        #expect(size["session"] as? String == raw[0]["session"] as? String && size["client"] as? String == "127.0.0.1")
+        let (ss, sout) = try await runProgram(CLITests.binary, ["log", "query", "--sender", "a@example.net", "--check", "size", gw.logPath])
+        #expect(ss == 0 && sout.contains("mail/size=unlimited"), "\(sout)")
         let (status, out) = try await runProgram(CLITests.binary, ["log", "query", "--check", "size", "--stage", "message", gw.logPath])
         #expect(status == 0)
         #expect(out.split(separator: "\n").filter { $0.contains("  verdict  ") }.count == 1 && out.contains("message/size=unlimited  continue"), "\(out)")
         #expect(out.contains("1 records\n"))
         let (js, json) = try await runProgram(CLITests.binary, ["log", "query", "--action", "continue", "--format", "json", gw.logPath])
         #expect(js == 0)
-        #expect(json.split(separator: "\n").count == 1, "one line carries all four: \(json)")
+        #expect(json.split(separator: "\n").count == 2, "the relay verdict and the commit carrying the message size: \(json)")
     }
 
     @Test func anActingVerdictIsARecordAndCarriesWhatCameBefore() async throws {

@@ -215,4 +215,57 @@ import NIOPosix
         #expect(Int(try #require(try await Self.rows(db, "SELECT max(seq) FROM mailgate_decisions").first)) ?? 0 >= shipped)
         down.stop()
     }
+
+    @Test func recordsRetentionDeletedDuringAnOutageAreAGapNotADivergence() async throws {
+        let db = try await Self.database()
+        let down = try await RecordingDownstream.start()
+        let first = try await Self.gateway(db, name: "mx-r", down: down)
+        _ = try await Client.smtplib(port: first.port, from: "a@example.net", to: ["b@example.org"], data: "Subject: 1\r\n\r\nhi\r\n")
+        _ = try await first.records(waitingFor: "session.close")
+        _ = try await Self.shipped(first)
+        await first.stop()
+        let path = first.logPath
+        // The database is out of reach while the log rotates and its rotated files are deleted.
+        let cut = try await TestGateway(downstream: ["smtp:127.0.0.1:\(down.port)"], logPath: path) { c in
+            c.log.postgres = "postgres://mailgate_writer@127.0.0.1:\(PostgresServer.freePort())/\(db)"
+            c.log.gateway = "mx-r"
+            c.log.rotation = LogRotation(maxOctets: 1500)
+        }
+        for i in 0..<3 {
+            _ = try await Client.smtplib(port: cut.port, from: "a@example.net", to: ["c\(i)@example.org"], data: "Subject: 2\r\n\r\nhi\r\n")
+        }
+        _ = try await cut.records(waitingFor: "session.close", count: 3)
+        await cut.stop()
+        let rotated = LogFileSet.rotated(of: path)
+        #expect(rotated.count >= 2)
+        for f in rotated { try FileManager.default.removeItem(atPath: f) }
+        let again = try await Self.gateway(db, name: "mx-r", down: down, logPath: path)
+        let s = try await Self.shipped(again)
+        #expect(s.state == .shipping)
+        let gap = try #require(try await again.records(waitingFor: "log.sink.gap").first { $0["event"] as? String == "log.sink.gap" })
+        await again.stop()
+        let from = try #require(gap["from_seq"] as? Int), to = try #require(gap["to_seq"] as? Int)
+        #expect(from <= to)
+        let reader = try await PostgresServer.url(database: db, user: "mailgate_reader")
+        let (vs, vout) = try await runProgram(CLITests.binary, ["log", "verify", "--postgres", reader])
+        #expect(vs == 0, "\(vout)")
+        #expect(vout.contains("NOTE mx-r: records \(from) to \(to) were deleted from the local log before they were shipped"), "\(vout)")
+        down.stop()
+    }
+
+    @Test func aHostileChainEndInTheTableIsRefusedNotTrappedOn() async throws {
+        let db = try await Self.database()
+        try await PostgresServer.psql(database: db, ["-c", "INSERT INTO mailgate_decisions (gateway, seq, ts, event, line, hash) VALUES ('mx-h', -9223372036854775808, now(), 'e', '{}', 'h')"])
+        let down = try await RecordingDownstream.start()
+        let gw = try await Self.gateway(db, name: "mx-h", down: down)
+        var state: PostgresLogSink.State?
+        for _ in 0..<200 where state != .diverged {
+            state = gw.server.logSinkStatus?.state
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(state == .diverged)
+        #expect(gw.server.shared.logSink?.lag ?? -1 >= 0)
+        await gw.stop()
+        down.stop()
+    }
 }

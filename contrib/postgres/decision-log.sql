@@ -45,7 +45,7 @@ CREATE TRIGGER mailgate_decisions_no_truncate BEFORE TRUNCATE ON mailgate_decisi
 -- Where a gateway's chain ends in the sink: what the gateway ships after. SECURITY DEFINER,
 -- so the writer learns this without being able to read the table.
 CREATE OR REPLACE FUNCTION mailgate_decisions_last(gw TEXT, OUT seq BIGINT, OUT hash TEXT)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT d.seq, d.hash FROM public.mailgate_decisions d WHERE d.gateway = gw ORDER BY d.seq DESC LIMIT 1
 $$;
 
@@ -66,3 +66,11 @@ REVOKE ALL ON FUNCTION mailgate_decisions_last(TEXT) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mailgate_decisions_last(TEXT) TO mailgate_writer, mailgate_reader;
 
 COMMIT;
+
+-- Every gateway connects as mailgate_writer, so one gateway could insert rows under another's
+-- name (it cannot change or delete any). Where the gateways do not trust one another, give
+-- each its own role and let row-level security hold it to its own chain, e.g. for mx1:
+--   CREATE ROLE mailgate_mx1 LOGIN IN ROLE mailgate_writer;
+--   ALTER TABLE mailgate_decisions ENABLE ROW LEVEL SECURITY;
+--   CREATE POLICY mailgate_mx1_own ON mailgate_decisions FOR INSERT TO mailgate_mx1 WITH CHECK (gateway = 'mx1');
+--   CREATE POLICY mailgate_readers ON mailgate_decisions FOR SELECT TO mailgate_reader USING (true);

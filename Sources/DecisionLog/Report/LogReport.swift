@@ -38,8 +38,9 @@ public struct LogReport: Sendable {
 
     /// Lines a report can skip without parsing: a check that let the session go on, at a
     /// stage other than HELO (which names the session's HELO).
+    /// A line that carries folded verdicts is always read (they may name the HELO).
     public static func canSkip(_ line: ArraySlice<UInt8>) -> Bool {
-        ByteSearch.contains(line, continueAction) && !ByteSearch.contains(line, heloStage)
+        ByteSearch.contains(line, continueAction) && !ByteSearch.contains(line, heloStage) && !ByteSearch.contains(line, FoldedChecks.marker)
     }
 
     static let continueAction = ByteSearch.field("action", "continue")
