@@ -43,7 +43,9 @@ let package = Package(
                                .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
         .target(name: "MailAuth", dependencies: ["COpenDKIM", "DNSResolver", "SMTPProtocol",
                                                  .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
-        .target(name: "DecisionLog", dependencies: ["CLibCrypto", "SMTPProtocol"]),
+        // glibc's memmem, for the log's byte searches.
+        .target(name: "CByteSearch"),
+        .target(name: "DecisionLog", dependencies: ["CLibCrypto", "CByteSearch", "SMTPProtocol"]),
         .target(name: "PolicyEngine",
                 dependencies: ["SMTPProtocol", "DecisionLog", "DNSResolver", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Yams", package: "Yams")]),
         // The PostgreSQL URL and error text every PostgreSQL user shares.

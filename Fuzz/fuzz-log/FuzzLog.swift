@@ -1,5 +1,5 @@
-// libFuzzer target: the decision-log verifier and the start-up tail reader, in memory (see
-// fuzz/README.md).
+// libFuzzer target: the decision-log verifier, the start-up tail reader, and the readers'
+// line handling (folded verdicts, byte prefilters, the report), in memory (see fuzz/README.md).
 import Foundation
 @testable import DecisionLog
 
@@ -15,12 +15,26 @@ public func fuzzLog(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             precondition(t.goodEnd <= start + UInt64(cut) && t.tornOctets <= cut, "tail out of range")
         }
     }
-    // Each line as a record `log why` tells, and its time stamp as the session search reads it.
+    // Each line as a record `log why` tells (its folded verdicts expanded, as every reader
+    // does), and what the readers take from its octets: its time stamp, seq, string fields,
+    // and whether a report or a filter can skip it.
     var records: [[String: Any]] = []
+    var report = LogReport()
+    var filter = LogFilter()
+    filter.action = "reject"
+    filter.check = "spf"
+    let match = filter.matcher()
     for line in bytes[..<cut].split(separator: 10).prefix(64) {
         _ = SessionSearch.stamp(of: line)
-        if let r = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] { records.append(r) }
+        _ = LogFollower.seq(of: line)
+        _ = ByteSearch.stringValue(ByteSearch.key("session"), in: line)
+        _ = match(line)
+        if !report.addWithoutParsing(line), let r = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] {
+            report.add(r)
+            records += FoldedChecks.expand(r)
+        }
     }
+    _ = report.text()
     _ = LogStory.tell(records, id: String(decoding: bytes.prefix(20), as: UTF8.self))
     return 0
 }

@@ -59,23 +59,43 @@ extension LogFilter {
         return n
     }
 
-    /// Octets a matching line must hold unless it carries folded verdicts (whose fields are
-    /// not written as `"key":"value"`).
+    /// Octets a matching line must hold when it carries no folded verdicts.
     var recordNeedles: [[UInt8]] {
         [("event", event), ("action", action), ("stage", stage), ("check", check)].compactMap { k, v in v.map { ByteSearch.field(k, $0) } }
+    }
+
+    /// Octets a matching line that carries folded verdicts must hold. Those entries are
+    /// verdicts that continued, written `["stage","check"…` (a rule's check `"policy/RULE"`):
+    /// another event or action must be the carrier's own field, and a stage or check is
+    /// there as a quoted string either way.
+    var foldedNeedles: [[UInt8]] {
+        var n: [[UInt8]] = []
+        if let e = event, e != "verdict" { n.append(ByteSearch.field("event", e)) }
+        if let a = action, a != "continue" { n.append(ByteSearch.field("action", a)) }
+        if let s = stage {
+            var q: [UInt8] = []
+            JSONValue.writeString(s, into: &q)
+            n.append(q)
+        }
+        if let c = check {
+            var q: [UInt8] = []
+            JSONValue.writeString(c, into: &q)
+            n.append(Array(q.dropLast()))
+        }
+        return n
     }
 
     /// What gives the matching records a line holds (its folded verdicts among them):
     /// lines without the octets every match must hold are not parsed.
     public func matcher() -> (ArraySlice<UInt8>) -> [[String: Any]] {
-        let needles = self.needles, recordNeedles = self.recordNeedles
-        return { self.match($0, needles: needles, recordNeedles: recordNeedles) }
+        let needles = self.needles, recordNeedles = self.recordNeedles, foldedNeedles = self.foldedNeedles
+        return { self.match($0, needles: needles, recordNeedles: recordNeedles, foldedNeedles: foldedNeedles) }
     }
 
-    func match(_ line: ArraySlice<UInt8>, needles: [[UInt8]], recordNeedles: [[UInt8]]) -> [[String: Any]] {
+    func match(_ line: ArraySlice<UInt8>, needles: [[UInt8]], recordNeedles: [[UInt8]], foldedNeedles: [[UInt8]]) -> [[String: Any]] {
         guard needles.allSatisfy({ ByteSearch.contains(line, $0) }) else { return [] }
-        if !recordNeedles.isEmpty && !ByteSearch.contains(line, FoldedChecks.marker)
-            && !recordNeedles.allSatisfy({ ByteSearch.contains(line, $0) }) { return [] }
+        let second = ByteSearch.contains(line, FoldedChecks.marker) ? foldedNeedles : recordNeedles
+        guard second.allSatisfy({ ByteSearch.contains(line, $0) }) else { return [] }
         guard let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else { return [] }
         return FoldedChecks.expand(obj).filter(matches)
     }
@@ -87,7 +107,7 @@ extension LogFilter {
     /// A line's folded verdicts are records of their own here: each match is given with its
     /// line, so one line can come more than once.
     public func scan(path: String, skip: ((ArraySlice<UInt8>) -> Bool)? = nil, _ body: ([String: Any], Substring) -> Void) throws {
-        let needles = self.needles, recordNeedles = self.recordNeedles
+        let needles = self.needles, recordNeedles = self.recordNeedles, foldedNeedles = self.foldedNeedles
         let untilStamp = until.map { Array($0.utf8.prefix(19)) }
         var past = false
         for file in LogFileSet.rotated(of: path) + [path] where !past {
@@ -98,7 +118,7 @@ extension LogFilter {
                     return false
                 }
                 if let skip, skip(line) { return true }
-                let found = match(line, needles: needles, recordNeedles: recordNeedles)
+                let found = match(line, needles: needles, recordNeedles: recordNeedles, foldedNeedles: foldedNeedles)
                 if !found.isEmpty {
                     let text = Substring(decoding: line, as: UTF8.self)
                     for r in found { body(r, text) }

@@ -109,7 +109,7 @@ public enum SessionSearch {
     /// The `YYYY-MM-DDTHH:MM:SS` of a record's time stamp, from its first 64 octets.
     static func stamp(of line: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
         let head = line.prefix(64)
-        guard let r = head.firstRange(of: tsKey), r.upperBound + 19 <= head.endIndex else { return nil }
+        guard let r = ByteSearch.range(of: tsKey, in: head), r.upperBound + 19 <= head.endIndex else { return nil }
         return head[r.upperBound..<(r.upperBound + 19)]
     }
 

@@ -241,7 +241,7 @@ public final class PostgresLogSink: Sendable {
     /// The record's `prev`.
     static func prev(of line: [UInt8]) -> String? {
         let key = Array("\"prev\":\"".utf8)
-        guard let r = line.prefix(160).firstRange(of: key), r.upperBound + 64 <= line.count else { return nil }
+        guard let r = ByteSearch.range(of: key, in: line.prefix(160)), r.upperBound + 64 <= line.count else { return nil }
         return String(decoding: line[r.upperBound..<(r.upperBound + 64)], as: UTF8.self)
     }
 }

@@ -33,18 +33,14 @@ extension Log {
                         let match = filter.matcher()
                         try await src.lines(since: filter.since, until: filter.until) { text in
                             let line = Array(text.utf8)[...]
-                            if LogReport.canSkip(line) { report.addSkipped() } else { for r in match(line) { report.add(r) } }
+                            if !report.addWithoutParsing(line) { for r in match(line) { report.add(r) } }
                             tell(report.records)
                         }
                         return report
                     }
                 } else {
                     for f in files {
-                        try filter.scan(path: f, skip: { line in
-                            guard LogReport.canSkip(line) else { return false }
-                            report.addSkipped()
-                            return true
-                        }) { r, _ in
+                        try filter.scan(path: f, skip: { report.addWithoutParsing($0) }) { r, _ in
                             report.add(r)
                             tell(report.records)
                         }

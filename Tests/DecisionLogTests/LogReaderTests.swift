@@ -66,3 +66,15 @@ import Testing
         #expect(FoldedChecks.expand(odd).count == 2)
     }
 }
+
+@Suite struct ByteSearchValueTests {
+    @Test func aStringValueIsReadFromTheOctetsUnlessItHoldsAnEscape() {
+        let line = Array(#"{"seq":1,"ts":"2026-12-04T00:00:00.000Z","session":"abc","policy":"p\"q","policy_version":"v1"}"#.utf8)[...]
+        #expect(ByteSearch.stringValue(ByteSearch.key("ts"), in: line) == "2026-12-04T00:00:00.000Z")
+        #expect(ByteSearch.stringValue(ByteSearch.key("session"), in: line) == "abc")
+        #expect(ByteSearch.stringValue(ByteSearch.key("policy_version"), in: line) == "v1")
+        #expect(ByteSearch.stringValue(ByteSearch.key("policy"), in: line) == nil)
+        #expect(ByteSearch.stringValue(ByteSearch.key("client"), in: line) == nil)
+        #expect(ByteSearch.stringValue(ByteSearch.key("x"), in: Array(#"{"x":"unterminated"#.utf8)[...]) == nil)
+    }
+}

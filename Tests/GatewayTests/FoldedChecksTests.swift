@@ -63,6 +63,18 @@ import DecisionLog
         #expect(raw.map { $0["event"] as? String ?? "" } == ["session.open", "verdict", "session.close"])
         #expect(raw[1]["check"] as? String == "relay" && raw[1]["action"] as? String == "reject")
         #expect((raw[1]["checks"] as? [[Any]])?.map { "\($0[0])/\($0[1])" } == ["helo/helo", "mail/size"])
+        // The octet prefilter finds the carrier by its own action, and folded entries by stage and check.
+        for (args, want) in [(["--action", "reject"], ["rcpt/relay=denied"]), (["--stage", "mail", "--check", "size"], ["mail/size=unlimited"]),
+                             (["--event", "verdict", "--stage", "helo"], ["helo/helo=pass"]), (["--action", "accept"], [])] {
+            let (status, out) = try await runProgram(CLITests.binary, ["log", "query"] + args + [gw.logPath])
+            #expect(status == 0)
+            let found = out.split(separator: "\n").filter { $0.contains("  verdict  ") }.compactMap { $0.split(separator: " ").first { $0.contains("=") } }.map(String.init)
+            #expect(found == want, "\(args): \(out)")
+        }
+        let (rs, report) = try await runProgram(CLITests.binary, ["log", "report", gw.logPath])
+        #expect(rs == 0)
+        // The HELO name rode on the refusal's own line.
+        #expect(report.contains("HELO names most refused or deferred\n                 count\n  c.example.net      1\n"), "\(report)")
     }
 
     @Test func verdictsThatNeverMeetARecordAreWrittenInBoundedBatches() async throws {

@@ -40,6 +40,15 @@ import NIOPosix
         return try #require(gw.server.logSinkStatus)
     }
 
+    /// Waits up to 5 s for the gateway's sink to be in `state`.
+    static func state(_ gw: TestGateway, becomes state: PostgresLogSink.State) async throws -> Bool {
+        for _ in 0..<200 {
+            if gw.server.logSinkStatus?.state == state { return true }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        return false
+    }
+
     static func rows(_ db: String, _ sql: String) async throws -> [String] {
         try await PostgresServer.psql(database: db, ["-A", "-t", "-c", sql]).split(separator: "\n").map(String.init)
     }
@@ -148,12 +157,7 @@ import NIOPosix
             #expect(r["ok"] as? Bool == true)
         }
         try await gw.log.flush()
-        var failing = false
-        for _ in 0..<200 where !failing {
-            failing = gw.server.logSinkStatus?.state == .failing
-            try await Task.sleep(for: .milliseconds(25))
-        }
-        #expect(failing)
+        #expect(try await Self.state(gw, becomes: .failing))
         #expect(gw.server.logSinkStatus?.detail.contains("permission denied") == true, "\(String(describing: gw.server.logSinkStatus))")
         // Said by /health and /metrics, but mail is not tempfailed for it.
         let health = await Health.check(shared: gw.server.shared, group: MultiThreadedEventLoopGroup.singleton)
@@ -199,12 +203,7 @@ import NIOPosix
         let shipped = try await Self.shipped(first).shippedSeq
         // Another gateway (its own new log) that calls itself mx-a too.
         let second = try await Self.gateway(db, name: "mx-a", down: down)
-        var state: PostgresLogSink.State?
-        for _ in 0..<200 where state != .diverged {
-            state = second.server.logSinkStatus?.state
-            try await Task.sleep(for: .milliseconds(25))
-        }
-        #expect(state == .diverged)
+        #expect(try await Self.state(second, becomes: .diverged))
         let records = try await second.records(waitingFor: "log.sink.diverged")
         let alert = try #require(records.first { $0["event"] as? String == "log.sink.diverged" })
         #expect((alert["reason"] as? String)?.contains("another gateway writes under this name") == true, "\(alert)")
@@ -258,12 +257,7 @@ import NIOPosix
         try await PostgresServer.psql(database: db, ["-c", "INSERT INTO mailgate_decisions (gateway, seq, ts, event, line, hash) VALUES ('mx-h', -9223372036854775808, now(), 'e', '{}', 'h')"])
         let down = try await RecordingDownstream.start()
         let gw = try await Self.gateway(db, name: "mx-h", down: down)
-        var state: PostgresLogSink.State?
-        for _ in 0..<200 where state != .diverged {
-            state = gw.server.logSinkStatus?.state
-            try await Task.sleep(for: .milliseconds(25))
-        }
-        #expect(state == .diverged)
+        #expect(try await Self.state(gw, becomes: .diverged))
         #expect(gw.server.shared.logSink?.lag ?? -1 >= 0)
         await gw.stop()
         down.stop()

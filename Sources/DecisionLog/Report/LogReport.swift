@@ -49,6 +49,45 @@ public struct LogReport: Sendable {
     /// A record in the window that `canSkip` let the caller skip: counted, not parsed.
     public mutating func addSkipped() { records += 1 }
 
+    /// Takes what the report needs from a line without parsing it, where it can: a check
+    /// that let the session go on (`canSkip`), a session's open (its policy) or close, a
+    /// commit (its transaction record follows). False: the line must be parsed and `add`ed.
+    public mutating func addWithoutParsing(_ line: ArraySlice<UInt8>) -> Bool {
+        if Self.canSkip(line) || ByteSearch.contains(line, Self.commitEvent) {
+            records += 1
+            noteTime(line)
+            return true
+        }
+        if ByteSearch.contains(line, Self.openEvent), !ByteSearch.contains(line, FoldedChecks.marker),
+           let p = ByteSearch.stringValue(Self.policyKey, in: line), let v = ByteSearch.stringValue(Self.versionKey, in: line) {
+            records += 1
+            sessions += 1
+            policies["\(p) \(v)", default: 0] += 1
+            noteTime(line)
+            return true
+        }
+        if ByteSearch.contains(line, Self.closeEvent), let s = ByteSearch.stringValue(Self.sessionKey, in: line) {
+            // Verdicts folded into a close did not act, and the session's HELO no longer matters.
+            records += 1
+            helo[s] = nil
+            noteTime(line)
+            return true
+        }
+        return false
+    }
+
+    private mutating func noteTime(_ line: ArraySlice<UInt8>) {
+        guard let ts = ByteSearch.stringValue(Self.tsKey, in: line.prefix(64)) else { return }
+        if firstTime == nil { firstTime = ts }
+        lastTime = ts
+    }
+
+    static let commitEvent = ByteSearch.field("event", "transaction.commit")
+    static let openEvent = ByteSearch.field("event", "session.open")
+    static let closeEvent = ByteSearch.field("event", "session.close")
+    static let policyKey = ByteSearch.key("policy"), versionKey = ByteSearch.key("policy_version")
+    static let sessionKey = ByteSearch.key("session"), tsKey = ByteSearch.key("ts")
+
     /// A record as read: its folded verdicts are counted as the verdicts they are (a
     /// verdict already expanded from its line is not counted as a record).
     public mutating func add(_ r: [String: Any]) {
@@ -92,6 +131,12 @@ public struct LogReport: Sendable {
     }
 
     private mutating func transaction(_ r: [String: Any], ts: String) {
+        // The session's HELO, for a refusal in a later transaction (its HELO verdicts rode
+        // on an earlier record, which the report need not parse).
+        if let s = r["session"] as? String, let h = r["helo"] as? String, !h.isEmpty {
+            if helo.count >= 100_000 { helo.removeAll() }
+            helo[s] = h
+        }
         let action = r["action"] as? String ?? ""
         if action == "accept" {
             totals.accepted += 1
