@@ -23,6 +23,32 @@ public enum ByteSearch {
         return found.map { (line.startIndex + $0)..<(line.startIndex + $0 + needle.count) }
     }
 
+    /// Whether `needle` (lower-case ASCII) occurs in `line` ignoring ASCII case, as a prefilter
+    /// for a comparison of lower-cased text: a line with any non-ASCII octet passes (its
+    /// Unicode lower-casing cannot be judged from the octets).
+    public static func mayContainIgnoringCase(_ line: ArraySlice<UInt8>, _ needle: [UInt8]) -> Bool {
+        var scratch: [UInt8] = []
+        return mayContainIgnoringCase(line, needle, scratch: &scratch)
+    }
+
+    /// The same, lower-casing into `scratch` (kept between calls: no allocation per line).
+    public static func mayContainIgnoringCase(_ line: ArraySlice<UInt8>, _ needle: [UInt8], scratch: inout [UInt8]) -> Bool {
+        guard !needle.isEmpty else { return true }
+        if range(of: needle, in: line) != nil { return true }
+        if scratch.count < line.count { scratch = [UInt8](repeating: 0, count: max(line.count, 2 * scratch.count)) }
+        let ascii: Bool = line.withUnsafeBytes { src in
+            scratch.withUnsafeMutableBytes { dst in
+                for i in 0..<src.count {
+                    let c = src[i]
+                    if c >= 0x80 { return false }
+                    dst[i] = c &+ ((c >= 65 && c <= 90) ? 32 : 0)
+                }
+                return true
+            }
+        }
+        return !ascii || range(of: needle, in: scratch[..<line.count]) != nil
+    }
+
     /// The string value of `"key":"…"`, read from the octets (nil when the key is not there or
     /// its value holds an escape: then the line must be parsed).
     public static func stringValue(_ key: [UInt8], in line: ArraySlice<UInt8>) -> String? {

@@ -59,6 +59,22 @@ extension LogFilter {
         return n
     }
 
+    /// The sender and recipient as a matching line holds them in some case, lower-cased: the
+    /// sender as its field (`"sender":"a@b"`), or on a line that carries folds also as a
+    /// folded entry's subject (`"a@b"`); a recipient as a quoted string (its field, the
+    /// `recipients` list, a subject). Only for printable ASCII without `"` or `\\`, which
+    /// JSON writes as they are.
+    func caseFoldedNeedles(folded: Bool) -> [[UInt8]] {
+        func plain(_ v: String?) -> String? {
+            guard let v, v.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7f && $0 != 0x22 && $0 != 0x5c }) else { return nil }
+            return v.lowercased()
+        }
+        var n: [[UInt8]] = []
+        if let s = plain(sender) { n.append(Array((folded ? "\"\(s)\"" : "\"sender\":\"\(s)\"").utf8)) }
+        if let r = plain(recipient) { n.append(Array("\"\(r)\"".utf8)) }
+        return n
+    }
+
     /// Octets a matching line must hold when it carries no folded verdicts.
     var recordNeedles: [[UInt8]] {
         [("event", event), ("action", action), ("stage", stage), ("check", check)].compactMap { k, v in v.map { ByteSearch.field(k, $0) } }
@@ -88,14 +104,29 @@ extension LogFilter {
     /// What gives the matching records a line holds (its folded verdicts among them):
     /// lines without the octets every match must hold are not parsed.
     public func matcher() -> (ArraySlice<UInt8>) -> [[String: Any]] {
-        let needles = self.needles, recordNeedles = self.recordNeedles, foldedNeedles = self.foldedNeedles
-        return { self.match($0, needles: needles, recordNeedles: recordNeedles, foldedNeedles: foldedNeedles) }
+        let n = Needles(self)
+        return { self.match($0, n) }
     }
 
-    func match(_ line: ArraySlice<UInt8>, needles: [[UInt8]], recordNeedles: [[UInt8]], foldedNeedles: [[UInt8]]) -> [[String: Any]] {
-        guard needles.allSatisfy({ ByteSearch.contains(line, $0) }) else { return [] }
-        let second = ByteSearch.contains(line, FoldedChecks.marker) ? foldedNeedles : recordNeedles
-        guard second.allSatisfy({ ByteSearch.contains(line, $0) }) else { return [] }
+    /// Every prefilter's octets, made once per scan, and the scan's scratch buffer.
+    final class Needles {
+        let exact: [[UInt8]], record: [[UInt8]], folded: [[UInt8]], caseFoldedRecord: [[UInt8]], caseFoldedFolded: [[UInt8]]
+        var scratch: [UInt8] = []
+        init(_ f: LogFilter) {
+            exact = f.needles
+            record = f.recordNeedles
+            folded = f.foldedNeedles
+            caseFoldedRecord = f.caseFoldedNeedles(folded: false)
+            caseFoldedFolded = f.caseFoldedNeedles(folded: true)
+        }
+    }
+
+    func match(_ line: ArraySlice<UInt8>, _ n: Needles) -> [[String: Any]] {
+        guard n.exact.allSatisfy({ ByteSearch.contains(line, $0) }) else { return [] }
+        let folds = ByteSearch.contains(line, FoldedChecks.marker)
+        guard (folds ? n.folded : n.record).allSatisfy({ ByteSearch.contains(line, $0) }),
+              (folds ? n.caseFoldedFolded : n.caseFoldedRecord).allSatisfy({ ByteSearch.mayContainIgnoringCase(line, $0, scratch: &n.scratch) })
+        else { return [] }
         guard let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else { return [] }
         return FoldedChecks.expand(obj).filter(matches)
     }
@@ -107,7 +138,7 @@ extension LogFilter {
     /// A line's folded verdicts are records of their own here: each match is given with its
     /// line, so one line can come more than once.
     public func scan(path: String, skip: ((ArraySlice<UInt8>) -> Bool)? = nil, _ body: ([String: Any], Substring) -> Void) throws {
-        let needles = self.needles, recordNeedles = self.recordNeedles, foldedNeedles = self.foldedNeedles
+        let n = Needles(self)
         let untilStamp = until.map { Array($0.utf8.prefix(19)) }
         var past = false
         for file in LogFileSet.rotated(of: path) + [path] where !past {
@@ -118,7 +149,7 @@ extension LogFilter {
                     return false
                 }
                 if let skip, skip(line) { return true }
-                let found = match(line, needles: needles, recordNeedles: recordNeedles, foldedNeedles: foldedNeedles)
+                let found = match(line, n)
                 if !found.isEmpty {
                     let text = Substring(decoding: line, as: UTF8.self)
                     for r in found { body(r, text) }

@@ -78,3 +78,18 @@ import Testing
         #expect(ByteSearch.stringValue(ByteSearch.key("x"), in: Array(#"{"x":"unterminated"#.utf8)[...]) == nil)
     }
 }
+
+@Suite struct CaseFoldPrefilterTests {
+    @Test func aSenderIsFoundInAnyCaseAndANonASCIILineIsNeverRuledOut() {
+        let needle = Array("alice@example.com".utf8)
+        #expect(ByteSearch.mayContainIgnoringCase(Array(#"{"sender":"Alice@Example.COM"}"#.utf8)[...], needle))
+        #expect(!ByteSearch.mayContainIgnoringCase(Array(#"{"sender":"bob@example.com"}"#.utf8)[...], needle))
+        // U+212A KELVIN SIGN lower-cases to "k": a line with any non-ASCII octet is parsed.
+        #expect(ByteSearch.mayContainIgnoringCase(Array("{\"sender\":\"\u{212A}@x\"}".utf8)[...], Array("k@x".utf8)))
+        var f = LogFilter()
+        f.sender = "ALICE@example.com"
+        let match = f.matcher()
+        #expect(match(Array(#"{"seq":1,"event":"transaction","sender":"alice@EXAMPLE.com"}"#.utf8)[...]).count == 1)
+        #expect(match(Array(#"{"seq":1,"event":"transaction","sender":"bob@example.com"}"#.utf8)[...]).isEmpty)
+    }
+}
