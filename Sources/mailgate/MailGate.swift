@@ -38,8 +38,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Configuration file (YAML).") var config: String?
 
     func run() async throws {
+        let onLoops = EventLoopExecutor.installIfAsked(ProcessInfo.processInfo.environment)
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
         let logger = Logger(label: "mailgate")
+        if onLoops { logger.notice("tasks run on the NIO event loops (MAILGATE_NIO_EXECUTOR=1)") }
         let cfg = try loadConfig(config)
         let log: DecisionLog
         do {
