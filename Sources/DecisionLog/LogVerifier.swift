@@ -205,13 +205,15 @@ struct ChainChecker {
 
 /// The fixed start of every record the writer puts out:
 /// `{"seq":N,"ts":"…","prev":"<64 hex>"` then `,"event":"…"`.
-struct RecordPrefix {
-    let seq: Int
+public struct RecordPrefix {
+    public let seq: Int
     let prevRange: Range<Int>
     /// The event's name (up to 64 octets), or empty.
     let event: ArraySlice<UInt8>
+    /// The `prev` hash (64 hex digits).
+    public let prev: String
 
-    init?(_ line: ArraySlice<UInt8>) {
+    public init?(_ line: ArraySlice<UInt8>) {
         var i = line.startIndex
         func expect(_ s: String) -> Bool {
             for b in s.utf8 {
@@ -236,6 +238,7 @@ struct RecordPrefix {
         guard end - start == 64, expect("\"") else { return nil }
         self.seq = seq
         self.prevRange = start..<end
+        self.prev = String(decoding: line[start..<end], as: UTF8.self)
         var e = i
         if expect(",\"event\":\"") {
             e = i

@@ -140,7 +140,7 @@ public final class PostgresLogSink: Sendable {
                 }
                 return []
             }
-            if first.seq == lastSeq + 1 && Self.prev(of: first.bytes) != lastHash {
+            if first.seq == lastSeq + 1 && RecordPrefix(first.bytes[...])?.prev != lastHash {
                 throw Diverged(description: "record \(first.seq) of the local log does not follow record \(lastSeq) in the table (its prev is not that record's hash)")
             }
             // Past it: the records between were deleted locally (a gap, noted as it is shipped).
@@ -236,12 +236,5 @@ public final class PostgresLogSink: Sendable {
         t.tm_sec = Int32(s)
         let ms = u.count >= 23 && u[19] == UInt8(ascii: ".") ? (num(20..<23) ?? 0) : 0
         return Double(timegm(&t)) + Double(ms) / 1000
-    }
-
-    /// The record's `prev`.
-    static func prev(of line: [UInt8]) -> String? {
-        let key = Array("\"prev\":\"".utf8)
-        guard let r = ByteSearch.range(of: key, in: line.prefix(160)), r.upperBound + 64 <= line.count else { return nil }
-        return String(decoding: line[r.upperBound..<(r.upperBound + 64)], as: UTF8.self)
     }
 }

@@ -100,14 +100,15 @@ public struct ChainCheck: Sendable {
         records += 1
         if records == 1 { firstSeq = seq }
         if Digest.sha256Hex(line) != hash { problem("record \(seq): its hash column is not its line's hash (edited)") }
-        if LogFollower.seq(of: line[...]) != seq { problem("record \(seq): its line names another seq") }
+        let prefix = RecordPrefix(line[...])
+        if prefix?.seq != seq { problem("record \(seq): its line names another seq") }
         if let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], obj["event"] as? String == "log.sink.gap",
            let f = obj["from_seq"] as? Int, let t = obj["to_seq"] as? Int, f <= t {
             explained.append(f...t)
         }
         if records > 1 {
             if seq == lastSeq + 1 {
-                if PostgresLogSink.prev(of: line) != lastHash { problem("record \(seq): prev is not record \(lastSeq)'s hash (edited or reordered)") }
+                if prefix?.prev != lastHash { problem("record \(seq): prev is not record \(lastSeq)'s hash (edited or reordered)") }
             } else if gaps.count < 100 {
                 gaps.append((lastSeq + 1)...(seq - 1))
             } else {

@@ -39,15 +39,12 @@ public struct LogReport: Sendable {
     /// Lines a report can skip without parsing: a check that let the session go on, at a
     /// stage other than HELO (which names the session's HELO).
     /// A line that carries folded verdicts is always read (they may name the HELO).
-    public static func canSkip(_ line: ArraySlice<UInt8>) -> Bool {
+    static func canSkip(_ line: ArraySlice<UInt8>) -> Bool {
         ByteSearch.contains(line, continueAction) && !ByteSearch.contains(line, heloStage) && !ByteSearch.contains(line, FoldedChecks.marker)
     }
 
     static let continueAction = ByteSearch.field("action", "continue")
     static let heloStage = ByteSearch.field("stage", "helo")
-
-    /// A record in the window that `canSkip` let the caller skip: counted, not parsed.
-    public mutating func addSkipped() { records += 1 }
 
     /// Takes what the report needs from a line without parsing it, where it can: a check
     /// that let the session go on (`canSkip`), a session's open (its policy) or close, a
