@@ -1,4 +1,4 @@
-// libFuzzer target: the inbound framer (command lines, DATA's lines after a 354, BDAT
+// libFuzzer target: the inbound framer (command lines, DATA's text after a 354, BDAT
 // chunks) fed in arbitrary reads, the DATA reader, the chunk reader, the header field
 // assembler and the Authentication-Results reader (see fuzz/README.md).
 import NIOCore
@@ -27,17 +27,24 @@ public func fuzzData(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                 precondition(piece.readableBytes <= SMTPInboundFramer.maxPiece && piece.readableBytes <= chunkLeft, "a piece past its chunk")
                 chunkLeft -= piece.readableBytes
                 _ = chunks.feed(piece)
-            case .line(let line):
-                precondition(line.bytes.readableBytes <= 100, "a line kept more than the limit")
-                precondition(chunkLeft == 0, "a line inside a chunk")
-                if inData {
+            case .text(let lines):
+                precondition(inData && !lines.isEmpty, "message text outside DATA")
+                precondition(lines.reduce(0) { $0 + $1.bytes.readableBytes } < SMTPInboundFramer.maxPiece + 100, "a piece of text past its bound")
+                for line in lines {
+                    precondition(inData, "text after the end of data")
+                    precondition(line.bytes.readableBytes <= 100, "a line kept more than the limit")
                     for event in reader.feed(line) {
                         if event == .end { inData = false }
                         if case .content(let c) = event, reader.inHeader, let f = headers.feed(c.readableBytesView) {
                             _ = AuthenticationResults.claims(f, authservID: "gw.test")
                         }
                     }
-                } else if let c = line.chunk {
+                }
+            case .line(let line):
+                precondition(line.bytes.readableBytes <= 100, "a line kept more than the limit")
+                precondition(chunkLeft == 0, "a line inside a chunk")
+                precondition(!inData, "a command line inside DATA's text")
+                if let c = line.chunk {
                     chunkLeft = c.size
                     if c.last { _ = chunks.finish() }
                 } else if String(buffer: line.bytes).uppercased() == "DATA" {

@@ -35,7 +35,7 @@ extension Session {
             case .success(.chunk(let piece)):
                 remaining -= piece.readableBytes
                 if let kept { await take(piece, into: kept) }
-            case .success(.line), .success(.tls):
+            case .success(.line), .success(.text), .success(.tls):
                 // The framer hands on exactly the chunk's octets: anything else here is a bug.
                 await feed(.closed(byServer: false, detail: "internal error: BDAT chunk cut short"))
                 return

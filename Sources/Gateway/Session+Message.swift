@@ -3,7 +3,7 @@ import NIOCore
 import SMTPProtocol
 import PolicyEngine
 
-/// The DATA phase: lines from the channel through the DataReader (dot-unstuffing, bare CR
+/// The DATA phase: the framer's pieces of text (many lines each) through the DataReader (dot-unstuffing, bare CR
 /// and LF, line length) into the one `MessageIntake` (headers, DKIM, the forged
 /// Authentication-Results filter, the spool), bounded by the per-line timeout and
 /// dataDeadline.
@@ -23,15 +23,29 @@ extension Session {
         var reader = DataReader(maxLineLength: 1000)
         let started = ContinuousClock.now
         while machine.phase == .data {
-            let event = Self.event(await nextOfMessage(&inbound, since: started))
-            guard case .command(let line) = event else { await feed(event); return }
-            if line.pipelinedAfterData || line.chunk != nil { await feed(.improperPipelining); return }
-            for e in reader.feed(line) {
-                if e == .end {
-                    await feed(.dataEnded(await endOfMessage(reader: reader, intake: intake, spool: spool)))
-                    return
+            switch await nextOfMessage(&inbound, since: started) {
+            case .success(.text(let lines)):
+                for line in lines {
+                    switch reader.step(line) {
+                    case .none: break
+                    case .content(let buf): intake.line(buf, size: reader.size)
+                    case .headersComplete(let buf):
+                        await take(.headersComplete, reader: reader, intake: intake)
+                        if machine.phase != .data { return }
+                        intake.line(buf, size: reader.size)
+                    case .end:
+                        await feed(.dataEnded(await endOfMessage(reader: reader, intake: intake, spool: spool)))
+                        return
+                    }
                 }
-                await take(e, reader: reader, intake: intake)
+            case .success(.line):
+                // Framed as a command: sent after DATA before its 354 (RFC 2920), or a BDAT
+                // line read before it. Never guess how it was meant.
+                await feed(.improperPipelining)
+                return
+            case let other:
+                await feed(Self.event(other))
+                return
             }
         }
     }
@@ -56,6 +70,7 @@ extension Session {
     /// needs to know of it.
     func endOfMessage(reader: DataReader, intake: MessageIntake, spool: MessageSpool) async -> SMTPDataSummary {
         let streamed = await intake.finish()
+        spool.flush()
         message?.headers = intake.headers
         message?.size = reader.size
         message?.truncated = intake.truncated

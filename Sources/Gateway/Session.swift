@@ -157,6 +157,10 @@ final class Session {
     static func event(_ item: Result<SMTPInbound, Ended>) -> SMTPServerEvent {
         switch item {
         case .success(.line(let line)): return .command(line)
+        case .success(.text):
+            // The framer hands on message text only after the server's 354, which only the
+            // data phase reads: this is a bug, never guess.
+            return .closed(byServer: false, detail: "internal error: message text out of step")
         case .success(.chunk):
             // The framer hands on chunk data only right after a BDAT line, which the
             // machine always answers by reading it: this is a bug, never guess.

@@ -11,12 +11,16 @@ public struct SpoolReadError: Error, CustomStringConvertible, Sendable {
 
 /// Holds one message's content while it is checked and forwarded: in memory up to
 /// `memoryLimit` octets, then in an unlinked temporary file in the spool directory, so a
-/// 50 MB message costs disk, not memory, and leaves nothing behind after a crash.
+/// 50 MB message costs disk, not memory, and leaves nothing behind after a crash. Once in
+/// a file, content is gathered and written `writeOctets` at a time.
 public final class MessageSpool: @unchecked Sendable {
     private let directory: String
     private let memoryLimit: Int
     private var memory: ByteBuffer
     private var fd: Int32 = -1
+    /// Content for the file not yet written (at most `writeOctets` and one append).
+    private var unwritten = ByteBuffer()
+    static let writeOctets = 64 * 1024
     public private(set) var size = 0
     public private(set) var failed: Int32 = 0
 
@@ -42,7 +46,18 @@ public final class MessageSpool: @unchecked Sendable {
             spill()
             if failed != 0 { return }
         }
-        writeFully(bytes.readableBytesView)
+        var b = bytes
+        unwritten.writeBuffer(&b)
+        if unwritten.readableBytes >= Self.writeOctets { writeUnwritten() }
+    }
+
+    /// Writes what is gathered, at the end of the message: a write error shows in `failed`.
+    public func flush() { writeUnwritten() }
+
+    private func writeUnwritten() {
+        guard unwritten.readableBytes > 0 else { return }
+        writeFully(unwritten.readableBytesView)
+        unwritten.clear()
     }
 
     /// Appends one line and its CRLF.
@@ -70,6 +85,7 @@ public final class MessageSpool: @unchecked Sendable {
         fd = f
         writeFully(memory.readableBytesView)
         memory = ByteBuffer()
+        unwritten = ByteBufferAllocator().buffer(capacity: Self.writeOctets + 1024)
     }
 
     private func writeFully(_ v: ByteBufferView) {
@@ -100,6 +116,8 @@ public final class MessageSpool: @unchecked Sendable {
             return memory.getSlice(at: memory.readerIndex + offset, length: min(max, memory.readableBytes - offset))
         }
         guard offset < size else { return nil }
+        writeUnwritten()
+        if failed != 0 { throw SpoolReadError(errno: failed, offset: offset) }
         if let fault = MessageSpool.readFault.withLockedValue({ $0 }), let e = fault(offset) {
             throw SpoolReadError(errno: e, offset: offset)
         }

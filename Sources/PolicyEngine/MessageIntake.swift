@@ -53,8 +53,9 @@ public final class MessageIntake {
             if !separatorSeen {
                 separatorSeen = true
             } else {
-                bodyChunk += l
-                bodyChunk += [13, 10]
+                bodyChunk.append(contentsOf: l)
+                bodyChunk.append(13)
+                bodyChunk.append(10)
                 if bodyChunk.count >= Self.chunkOctets { flushBody() }
             }
         }

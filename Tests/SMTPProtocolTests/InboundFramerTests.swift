@@ -24,13 +24,15 @@ import SMTPProtocol
         return out
     }
 
+    /// Each item as a string; a piece of DATA's text as its lines, each in `«»`.
     static func text(_ items: [SMTPInbound]) -> [String] {
-        items.map {
-            switch $0 {
-            case .line(let l): return (l.chunk.map { "[\($0.size)\($0.last ? "L" : "")]" } ?? "") + (l.pipelinedAfterData ? "!" : "")
-                + String(buffer: l.bytes)
-            case .chunk(let b): return "<" + String(buffer: b) + ">"
-            case .tls(let info): return "{\(info.version)}"
+        items.flatMap { item -> [String] in
+            switch item {
+            case .line(let l): return [(l.chunk.map { "[\($0.size)\($0.last ? "L" : "")]" } ?? "") + (l.pipelinedAfterData ? "!" : "")
+                + String(buffer: l.bytes)]
+            case .text(let lines): return lines.map { "«" + String(buffer: $0.bytes) + "»" }
+            case .chunk(let b): return ["<" + String(buffer: b) + ">"]
+            case .tls(let info): return ["{\(info.version)}"]
             }
         }
     }
@@ -45,10 +47,10 @@ import SMTPProtocol
     }
 
     @Test func chunkPiecesAreBounded() {
-        let body = String(repeating: "x", count: 2500)
-        let items = Self.frame("BDAT 2500 LAST\r\n" + body)
+        let body = String(repeating: "x", count: 20000)
+        let items = Self.frame("BDAT 20000 LAST\r\n" + body)
         let sizes = items.dropFirst().map { if case .chunk(let b) = $0 { return b.readableBytes } else { return -1 } }
-        #expect(sizes == [1000, 1000, 500])
+        #expect(sizes == [8192, 8192, 3616])
     }
 
     @Test func onlyAWellFormedBDATCommandLineStartsAChunk() {
@@ -68,7 +70,7 @@ import SMTPProtocol
     @Test func aBDATLineInDATAsTextIsTextUntilTheDot() {
         let input = "DATA\r\nBDAT 3\r\nabc\r\n.\r\nBDAT 3\r\nxyz"
         let t = Self.text(Self.frame(input, step: 6, after354: 1))
-        #expect(t == ["DATA", "BDAT 3", "abc", ".", "[3]BDAT 3", "<xyz>"], "\(t)")
+        #expect(t == ["DATA", "«BDAT 3»", "«abc»", "«.»", "[3]BDAT 3", "<xyz>"], "\(t)")
     }
 
     /// Only the answer to a DATA line starts message text: a 354 passed on from elsewhere
@@ -80,7 +82,7 @@ import SMTPProtocol
 
     @Test func textBeforeThe354IsMarked() {
         let t = Self.text(Self.frame("DATA\r\nSubject: x\r\n\r\n.\r\n", after354: 3))
-        #expect(t == ["DATA", "!Subject: x", "!", ".", ], "\(t)")
+        #expect(t == ["DATA", "!Subject: x", "!", "«.»"], "\(t)")
         // A refused DATA followed by more commands: marked too, and harmless in command mode.
         let u = Self.text(Self.frame("data\r\nRSET\r\nMAIL FROM:<a@b>\r\n"))
         #expect(u == ["data", "!RSET", "!MAIL FROM:<a@b>"])
@@ -135,6 +137,21 @@ import SMTPProtocol
 
     @Test func aSTARTTLSLineInsideDATAsTextIsText() {
         let t = Self.text(Self.frame("DATA\r\nSTARTTLS\r\nMAIL FROM:<a@b>\r\n.\r\nNOOP\r\n", after354: 1))
-        #expect(t == ["DATA", "STARTTLS", "MAIL FROM:<a@b>", ".", "NOOP"])
+        #expect(t == ["DATA", "«STARTTLS»", "«MAIL FROM:<a@b>»", "«.»", "NOOP"])
+    }
+
+    /// DATA's text comes in pieces of whole lines, bounded by maxPiece (plus the line that
+    /// crosses it); the end-of-data line ends its piece, and what follows it in the same
+    /// read is framed as commands again.
+    @Test(arguments: [1, 7, 100_000])
+    func dataTextComesInBoundedPiecesOfWholeLines(step: Int) {
+        let body = (0..<300).map { "line \($0) " + String(repeating: "x", count: 60) }
+        let input = "DATA\r\n" + body.map { $0 + "\r\n" }.joined() + ".\r\nQUIT\r\n"
+        let items = Self.frame(input, step: step, after354: 1)
+        var pieces: [[SMTPLine]] = []
+        for case .text(let lines) in items { pieces.append(lines) }
+        #expect(pieces.allSatisfy { !$0.isEmpty && $0.reduce(0) { $0 + $1.bytes.readableBytes } < SMTPInboundFramer.maxPiece + 1000 })
+        if step > 8192 { #expect(pieces.count > 1 && pieces.count < 10, "\(pieces.count) pieces") }
+        #expect(Self.text(items) == ["DATA"] + body.map { "«\($0)»" } + ["«.»", "QUIT"])
     }
 }

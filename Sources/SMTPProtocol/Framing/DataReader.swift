@@ -1,4 +1,7 @@
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Reads the DATA phase line by line (RFC 5321 §4.1.1.4, §4.5.2, §2.3.8).
 ///
@@ -60,10 +63,30 @@ public struct DataReader: Sendable {
         self.framing = framing
     }
 
+    /// What one line gave, without an array: `step` is the reader's hot path.
+    public enum Step: Sendable, Equatable {
+        /// Nothing to hand on (a refused message's line).
+        case none
+        case content(ByteBuffer)
+        /// The empty line between header and body (its content, empty, comes with it).
+        case headersComplete(ByteBuffer)
+        case end
+    }
+
     /// Feeds one line; returns up to two events in order. `terminated` false for a last
     /// chunked line the client sent without CRLF: its size has no CRLF counted.
     public mutating func feed(_ line: SMTPLine, terminated: Bool = true) -> [Event] {
-        if framing == .dotStuffed && terminator.ends(line) { return [.end] }
+        switch step(line, terminated: terminated) {
+        case .none: return []
+        case .content(let b): return [.content(b)]
+        case .headersComplete(let b): return [.headersComplete, .content(b)]
+        case .end: return [.end]
+        }
+    }
+
+    /// Feeds one line; what it gave.
+    public mutating func step(_ line: SMTPLine, terminated: Bool = true) -> Step {
+        if framing == .dotStuffed && terminator.ends(line) { return .end }
         if problem == nil {
             if line.ending == .bareLF { problem = .bareLF }
             else if line.overflow || line.wireLength > maxLineLength { problem = .lineTooLong }
@@ -73,14 +96,12 @@ public struct DataReader: Sendable {
         var content = line.bytes
         if framing == .dotStuffed && content.readableBytesView.first == UInt8(ascii: ".") { content.moveReaderIndex(forwardBy: 1) }
         size += content.readableBytes + (terminated ? 2 : 0)
-        if problem != nil { return [] }
-        var events: [Event] = []
+        if problem != nil { return .none }
         if inHeader && content.readableBytes == 0 {
             inHeader = false
-            events.append(.headersComplete)
+            return .headersComplete(content)
         }
-        events.append(.content(content))
-        return events
+        return .content(content)
     }
 }
 
@@ -111,22 +132,30 @@ public struct DotStuffer: Sendable {
     public init() {}
 
     public mutating func stuff(_ chunk: ByteBuffer, into out: inout ByteBuffer) {
-        let v = chunk.readableBytesView
-        var runStart = v.startIndex
-        var i = v.startIndex
-        while i < v.endIndex {
-            let b = v[i]
-            if atLineStart && b == UInt8(ascii: ".") {
-                out.writeBytes(v[runStart..<i])
-                out.writeInteger(UInt8(ascii: "."))
-                runStart = i
+        let count = chunk.readableBytes
+        guard count > 0 else { return }
+        chunk.withUnsafeReadableBytes { p in
+            guard let base = p.baseAddress else { return }
+            // Only a line's first octet can need a dot: look at the octet after each LF.
+            var runStart = 0
+            var lineStart = atLineStart ? 0 : -1
+            while true {
+                if lineStart >= 0 && lineStart < count && p[lineStart] == UInt8(ascii: ".") {
+                    out.writeBytes(UnsafeRawBufferPointer(rebasing: p[runStart..<lineStart]))
+                    out.writeInteger(UInt8(ascii: "."))
+                    runStart = lineStart
+                }
+                guard lineStart < count else { break }
+                let from = max(lineStart, 0)
+                guard let lf = memchr(base + from, 10, count - from) else { break }
+                lineStart = base.distance(to: UnsafeRawPointer(lf)) + 1
             }
-            atLineStart = b == 10
-            endsWithCRLF = b == 10 && previous == 13
-            previous = b
-            i += 1
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: p[runStart..<count]))
+            let last = p[count - 1]
+            endsWithCRLF = last == 10 && (count > 1 ? p[count - 2] : previous) == 13
+            atLineStart = last == 10
+            previous = last
         }
-        out.writeBytes(v[runStart..<v.endIndex])
     }
 
     /// The end-of-data marker; adds a CRLF first if the content did not end with one.

@@ -2,8 +2,12 @@ import NIOCore
 
 /// What the inbound framer hands the session, in stream order.
 public enum SMTPInbound: Sendable, Equatable {
-    /// A command line, or a line of DATA's message text.
+    /// A command line.
     case line(SMTPLine)
+    /// Lines of DATA's message text, in order, as many as have arrived, up to
+    /// `SMTPInboundFramer.maxPiece` octets (always at least one line); the last may be the
+    /// end-of-data line. Their octets share one buffer of their own.
+    case text([SMTPLine])
     /// Octets of the BDAT chunk announced by the last line (`SMTPLine.chunk`), in order,
     /// at most `SMTPInboundFramer.maxPiece` at a time; together exactly the chunk's size.
     case chunk(ByteBuffer)
@@ -31,10 +35,11 @@ public enum SMTPInbound: Sendable, Equatable {
 /// thrown away unread with `reset` (CVE-2011-0411: they were sent in plaintext before the
 /// handshake); any other answer releases them (`release`) and framing goes on.
 ///
-/// Memory: a line is bounded as in `SMTPLineFramer`; chunk data is copied out in pieces of
-/// at most `maxPiece` octets, so each item handed on holds at most about 1000 octets.
+/// Memory: a line is bounded as in `SMTPLineFramer`; DATA's text and chunk data are
+/// copied out in pieces of at most `maxPiece` octets (a text piece: whole lines, at least
+/// one), so each item handed on holds at most `maxPiece` + one line's octets.
 public struct SMTPInboundFramer: Sendable {
-    public static let maxPiece = 1000
+    public static let maxPiece = 8192
     /// The longest command line (RFC 5321 §4.5.3.1.4), CRLF included.
     public static let maxCommandLength = 512
 
@@ -76,9 +81,14 @@ public struct SMTPInboundFramer: Sendable {
             copy.writeImmutableBuffer(piece)
             return .chunk(copy)
         case .data(var terminator):
-            guard let line = lines.nextLine(&buffer) else { return nil }
-            mode = terminator.ends(line) ? .commands : .data(terminator)
-            return .line(line)
+            var ended = false
+            let text = lines.nextLines(&buffer, upTo: Self.maxPiece) { line in
+                ended = terminator.ends(line)
+                return ended
+            }
+            guard !text.isEmpty else { return nil }
+            mode = ended ? .commands : .data(terminator)
+            return .text(text)
         case .commands:
             guard var line = lines.nextLine(&buffer) else { return nil }
             line.pipelinedAfterData = dataUnanswered

@@ -1,4 +1,7 @@
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One line from the client, without its line ending.
 public struct SMTPLine: Sendable, Equatable {
@@ -35,8 +38,24 @@ public struct SMTPLine: Sendable, Equatable {
     }
 
     /// True when a CR stands anywhere but right before the final LF.
-    public var containsBareCR: Bool { bytes.readableBytesView.contains(13) }
-    public var containsNUL: Bool { bytes.readableBytesView.contains(0) }
+    public var containsBareCR: Bool { contains(13) }
+    public var containsNUL: Bool { contains(0) }
+
+    private func contains(_ octet: UInt8) -> Bool {
+        bytes.withUnsafeReadableBytes { p in
+            guard let base = p.baseAddress, p.count > 0 else { return false }
+            return memchr(base, Int32(octet), p.count) != nil
+        }
+    }
+
+    /// The line with its bytes copied into storage of their own size.
+    func owningItsBytes() -> SMTPLine {
+        var l = self
+        var b = ByteBufferAllocator().buffer(capacity: bytes.readableBytes)
+        b.writeImmutableBuffer(bytes)
+        l.bytes = b
+        return l
+    }
 }
 
 /// Splits the inbound byte stream at LF into `SMTPLine`s. Memory is bounded: a line longer
@@ -79,6 +98,32 @@ public struct SMTPLineFramer: ByteToMessageDecoder, Sendable {
 
     /// The framing itself, usable without a channel (tests, fuzzing).
     public mutating func nextLine(_ buffer: inout ByteBuffer) -> SMTPLine? {
+        nextLine(&buffer, copy: true)
+    }
+
+    /// The lines that have arrived, in order, until their octets reach `limit` (at least
+    /// one line, if there is one) or `stop` says a line is the last. Their octets are copied
+    /// into one buffer of their own, which the lines share.
+    public mutating func nextLines(_ buffer: inout ByteBuffer, upTo limit: Int, stop: (SMTPLine) -> Bool) -> [SMTPLine] {
+        var found: [SMTPLine] = []
+        var octets = 0
+        while octets < limit, let line = nextLine(&buffer, copy: false) {
+            octets += line.bytes.readableBytes
+            found.append(line)
+            if stop(line) { break }
+        }
+        guard found.count > 1 else { return found.map { $0.owningItsBytes() } }
+        var shared = ByteBufferAllocator().buffer(capacity: octets)
+        for i in found.indices {
+            let at = shared.writerIndex
+            let n = shared.writeImmutableBuffer(found[i].bytes)
+            found[i].bytes = shared.getSlice(at: at, length: n) ?? ByteBuffer()
+        }
+        return found
+    }
+
+    /// `copy` false: the line's bytes are a slice of `buffer` (keeping its storage alive).
+    mutating func nextLine(_ buffer: inout ByteBuffer, copy: Bool) -> SMTPLine? {
         let view = buffer.readableBytesView
         let start = view.startIndex + min(searchedUpTo, view.count)
         if let lf = view[start...].firstIndex(of: 10) {
@@ -97,7 +142,8 @@ public struct SMTPLineFramer: ByteToMessageDecoder, Sendable {
             let contentLength = length - (ending == .crlf ? 2 : 1)
             let overflow = length > maxLineLength
             let kept = overflow ? min(contentLength, headLength) : contentLength
-            let line = Self.copy(view[view.startIndex..<(view.startIndex + kept)])
+            let line = copy ? Self.copy(view[view.startIndex..<(view.startIndex + kept)])
+                : buffer.getSlice(at: buffer.readerIndex, length: kept) ?? ByteBuffer()
             buffer.moveReaderIndex(forwardBy: length)
             return SMTPLine(bytes: line, ending: ending, wireLength: length, overflow: overflow)
         }
