@@ -113,11 +113,15 @@ public struct SMTPLineFramer: ByteToMessageDecoder, Sendable {
             if stop(line) { break }
         }
         guard found.count > 1 else { return found.map { $0.owningItsBytes() } }
+        // All the octets first, then the slices: a slice taken while writing would make
+        // every later write copy the buffer.
         var shared = ByteBufferAllocator().buffer(capacity: octets)
+        for line in found { shared.writeImmutableBuffer(line.bytes) }
+        var at = shared.readerIndex
         for i in found.indices {
-            let at = shared.writerIndex
-            let n = shared.writeImmutableBuffer(found[i].bytes)
+            let n = found[i].bytes.readableBytes
             found[i].bytes = shared.getSlice(at: at, length: n) ?? ByteBuffer()
+            at += n
         }
         return found
     }
