@@ -14,6 +14,13 @@ public enum DNSName {
     public static func asked(_ name: String) -> String? {
         let n = canonicalName(name)
         guard !n.isEmpty else { return nil }
+        // Letters, digits, `-`, `_` and dots (nearly every name asked) read back as they are.
+        if n.utf8.allSatisfy(isPlain) { return DNSWire.isValidName(n) ? n : nil }
+        return presentation(n)
+    }
+
+    /// The name's presentation form, as libldns reads it back (the general path).
+    static func presentation(_ n: String) -> String? {
         let labels = n.split(separator: ".", omittingEmptySubsequences: false).map { aLabel(String($0)) }
         let joined = labels.joined(separator: ".")
         guard DNSWire.isValidName(joined) else { return nil }
@@ -24,6 +31,11 @@ public enum DNSName {
         guard let c = ldns_rdf2str(rdf) else { return nil }
         defer { free(c) }
         return canonicalName(String(cString: c))
+    }
+
+    /// A lower-case letter, digit, `-`, `_` or `.`: an octet presentation form keeps as it is.
+    static func isPlain(_ b: UInt8) -> Bool {
+        (b >= 97 && b <= 122) || (b >= 48 && b <= 57) || b == 45 || b == 95 || b == 46
     }
 
     /// One label's A-label, or the label itself (ASCII, or not valid IDNA).

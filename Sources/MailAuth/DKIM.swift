@@ -190,20 +190,31 @@ public final class DKIMVerifier: @unchecked Sendable {
     /// d= and s= of a `DKIM-Signature` field, lower-cased; nil for other fields.
     static func signatureTags(_ field: [UInt8]) -> (domain: String, selector: String)? {
         guard let colon = field.firstIndex(of: UInt8(ascii: ":")) else { return nil }
-        let name = String(decoding: field[..<colon], as: UTF8.self).trimmingCharacters(in: .whitespaces).lowercased()
-        guard name == "dkim-signature" else { return nil }
-        let tags = tagList(String(decoding: field[(colon + 1)...], as: UTF8.self))
+        let name = trimmed(field[..<colon])
+        guard name.count == 14, zip(name, "dkim-signature".utf8).allSatisfy({ $0 | 0x20 == $1 }) else { return nil }
+        let tags = tagList(field[(colon + 1)...])
         return ((tags["d"] ?? "").lowercased(), (tags["s"] ?? "").lowercased())
     }
 
+    /// Without ASCII white space (SP, HTAB, CR, LF) at either end.
+    static func trimmed(_ s: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        let fws: (UInt8) -> Bool = { $0 == 32 || $0 == 9 || $0 == 13 || $0 == 10 }
+        guard let first = s.firstIndex(where: { !fws($0) }), let last = s.lastIndex(where: { !fws($0) }) else { return [] }
+        return s[first...last]
+    }
+
     /// A tag=value list (RFC 6376 3.2), folding white space removed from the values.
-    static func tagList(_ s: String) -> [String: String] {
+    static func tagList(_ s: String) -> [String: String] { tagList(Array(s.utf8)[...]) }
+
+    /// The same over octets: tags and values are ASCII (RFC 6376 3.2), so only ASCII white
+    /// space (SP, HTAB, CR, LF) is folding white space.
+    static func tagList(_ s: ArraySlice<UInt8>) -> [String: String] {
+        let fws: (UInt8) -> Bool = { $0 == 32 || $0 == 9 || $0 == 13 || $0 == 10 }
         var out: [String: String] = [:]
-        for part in s.split(separator: ";") {
-            guard let eq = part.firstIndex(of: "=") else { continue }
-            let k = part[..<eq].trimmingCharacters(in: .whitespacesAndNewlines)
-            let v = part[part.index(after: eq)...].filter { !$0.isWhitespace && !$0.isNewline }
-            if out[k] == nil { out[k] = String(v) }
+        for part in s.split(separator: UInt8(ascii: ";"), omittingEmptySubsequences: true) {
+            guard let eq = part.firstIndex(of: UInt8(ascii: "=")) else { continue }
+            let k = String(decoding: trimmed(part[..<eq]), as: UTF8.self)
+            if out[k] == nil { out[k] = String(decoding: part[(eq + 1)...].filter { !fws($0) }, as: UTF8.self) }
         }
         return out
     }
