@@ -2,6 +2,7 @@ import Foundation
 import COpenDKIM
 import DNSResolver
 import NIOConcurrencyHelpers
+import SMTPProtocol
 
 /// The result of one signature (RFC 8601 §2.7.1).
 public enum DKIMResult: String, Sendable, CaseIterable {
@@ -115,27 +116,12 @@ public final class DKIMVerifier: @unchecked Sendable {
             await withTaskGroup(of: Void.self) { g in
                 for n in Set(names) {
                     g.addTask {
-                        let a = await DKIMVerifier.first(within: timeout, or: .tempFail("no answer within \(timeout)")) {
+                        let a = await firstWithin(timeout, or: { .tempFail("no answer within \(timeout)") }) {
                             await resolver.query(n, .txt)
                         }
                         keys.set(n, a)
                     }
                 }
-            }
-        }
-    }
-
-    /// The value of `work`, or `fallback` once `timeout` has passed, whichever comes first;
-    /// it never waits for a `work` that ignores cancellation (a DNS query does).
-    static func first<T: Sendable>(within timeout: Duration, or fallback: T, _ work: @escaping @Sendable () async -> T) async -> T {
-        let once = ResumeOnce<T>()
-        return await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
-            once.lock.withLock { once.continuation = c }
-            let worker = Task { once.resume(await work()) }
-            Task {
-                try? await Task.sleep(for: timeout)
-                worker.cancel()
-                once.resume(fallback)
             }
         }
     }
@@ -318,16 +304,6 @@ public final class DKIMVerifier: @unchecked Sendable {
     func keyProblem(_ domain: String, _ selector: String) -> String? {
         if case .tempFail(let why)? = keys.get("\(selector)._domainkey.\(domain)".lowercased()) { return why }
         return nil
-    }
-}
-
-/// A continuation resumed by whichever side comes first; the other's value is dropped.
-final class ResumeOnce<T: Sendable>: @unchecked Sendable {
-    let lock = NIOLock()
-    var continuation: CheckedContinuation<T, Never>?
-    func resume(_ v: T) {
-        let c: CheckedContinuation<T, Never>? = lock.withLock { defer { continuation = nil }; return continuation }
-        c?.resume(returning: v)
     }
 }
 

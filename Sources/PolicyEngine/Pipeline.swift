@@ -251,58 +251,12 @@ public struct Pipeline: Sendable {
         if !check.waits { return await check.evaluate(stage: stage, context: context) }
         // Race the check against its budget without waiting for a check that ignores
         // cancellation: whichever finishes first answers, the other is cancelled and left.
-        // The budget starts when the check starts running, and its timer runs on Dispatch,
-        // not on the cooperative pool, so checks that block their thread cannot stop it.
         let timeout = checkTimeout
-        let once = ResumeOnce()
-        let c = timeout.components
-        let nanos = Int(c.seconds) * 1_000_000_000 + Int(c.attoseconds / 1_000_000_000)
-        return await withCheckedContinuation { (cont: CheckedContinuation<CheckResult, Never>) in
-            let work = Task {
-                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanos)) {
-                    if once.resume(cont, with: CheckResult(.tempfail(SMTPReply(451, "4.4.3", "Temporary policy failure, try again later")),
-                                                           result: "timeout", reason: "check exceeded its time budget of \(timeout)")) {
-                        once.cancelWork()
-                    }
-                }
-                let r = await check.evaluate(stage: stage, context: context)
-                once.resume(cont, with: r)
-            }
-            once.setWork(work)
+        return await firstWithin(timeout, or: {
+            CheckResult(.tempfail(SMTPReply(451, "4.4.3", "Temporary policy failure, try again later")),
+                        result: "timeout", reason: "check exceeded its time budget of \(timeout)")
+        }) {
+            await check.evaluate(stage: stage, context: context)
         }
-    }
-}
-
-/// Resumes a continuation at most once, and cancels the losing check.
-final class ResumeOnce: @unchecked Sendable {
-    private let lock = NSLock()
-    private var done = false
-    private var work: Task<Void, Never>?
-    private var cancelRequested = false
-
-    func setWork(_ t: Task<Void, Never>) {
-        lock.lock()
-        work = t
-        let cancel = cancelRequested
-        lock.unlock()
-        if cancel { t.cancel() }
-    }
-
-    func cancelWork() {
-        lock.lock()
-        cancelRequested = true
-        let t = work
-        lock.unlock()
-        t?.cancel()
-    }
-
-    @discardableResult
-    func resume<T: Sendable>(_ c: CheckedContinuation<T, Never>, with value: T) -> Bool {
-        lock.lock()
-        if done { lock.unlock(); return false }
-        done = true
-        lock.unlock()
-        c.resume(returning: value)
-        return true
     }
 }
