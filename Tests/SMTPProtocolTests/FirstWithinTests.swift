@@ -56,6 +56,25 @@ import Testing
         #expect(held == nil, "the fallback is still held by a pending timer")
     }
 
+    /// One timer serves every race: a short budget set after a long one still fires on time.
+    @Test func aShortBudgetAfterALongOneFiresOnTime() async {
+        async let long = firstWithin(.seconds(3), or: { "long late" }) {
+            try? await Task.sleep(for: .seconds(2))
+            return "long work"
+        }
+        try? await Task.sleep(for: .milliseconds(20))
+        let clock = ContinuousClock()
+        let start = clock.now
+        let short = await firstWithin(.milliseconds(50), or: { "short late" }) {
+            try? await Task.sleep(for: .seconds(5))
+            return "short work"
+        }
+        let elapsed = clock.now - start
+        #expect(short == "short late")
+        #expect(elapsed < .milliseconds(1000), "a 50 ms budget fired after \(elapsed)")
+        #expect(await long == "long work")
+    }
+
     @Test func aHugeBudgetDoesNotOverflow() async {
         let v = await firstWithin(.seconds(Int64.max), or: { 0 }) { 7 }
         #expect(v == 7)
