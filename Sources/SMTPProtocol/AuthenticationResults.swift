@@ -6,6 +6,8 @@ public enum AuthenticationResults {
     /// RFC 5322 parser reads them, so `Authentication-Results :`, a fold right after the
     /// colon and `(comment) id;` all name their id.
     public static func authservID<C: Collection>(ofField field: C) -> String? where C.Element == UInt8 {
+        // Most fields are other fields: a name that does not start with "a" is out at once.
+        guard let first = field.first(where: { !isBlank($0) }), first | 0x20 == UInt8(ascii: "a") else { return nil }
         let bytes = Array(field)
         guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { return nil }
         // White space (folding included) may stand before the colon (RFC 5322 obs-optional).
