@@ -3,6 +3,7 @@ import SMTPProtocol
 extension Session {
     /// Checks a password (off the event loops, with the per-address counter); an accepted
     /// user clears the policy's deferred rejections.
+    @inline(never)
     func checkCredentials(_ c: SMTPCredentials) async -> SMTPServerEvent {
         guard let a = shared.authenticator else { return .credentialsChecked(.unavailable("no auth.passwdFile configured")) }
         let result = await a.check(c, client: client.clientIP)

@@ -98,8 +98,8 @@ final class Session {
         defer { shared.registry.remove(id) }
         do {
             try await conn.executeThenClose { inbound, outbound in
-                let s = Session(id: id, listener: listener, helloName: helloName, policy: policy, shared: shared,
-                                handle: h, idle: idle, ip: ip, port: port, unix: remote?.pathname != nil, outbound: outbound)
+                let s = make(id: id, listener: listener, helloName: helloName, policy: policy, shared: shared,
+                             handle: h, idle: idle, ip: ip, port: port, unix: remote?.pathname != nil, outbound: outbound)
                 s.proxy = origin.proxy
                 var it = inbound.makeAsyncIterator()
                 await s.run(&it, local: conn.channel.localAddress)
@@ -107,6 +107,15 @@ final class Session {
         } catch {
             // The connection is gone; the session has logged its close.
         }
+    }
+
+    /// A new session, made out of line: inlined into `handle`'s closure, the initialiser's
+    /// temporaries were laid out in its async frame (5.7 KB, kept for the connection's life).
+    @inline(never)
+    static func make(id: String, listener: ListenerConfig, helloName: String, policy: CompiledPolicy, shared: GatewayShared,
+                     handle: SessionHandle, idle: IdleTimeoutHandler, ip: IPAddress, port: Int, unix: Bool, outbound: Outbound) -> Session {
+        Session(id: id, listener: listener, helloName: helloName, policy: policy, shared: shared,
+                handle: handle, idle: idle, ip: ip, port: port, unix: unix, outbound: outbound)
     }
 
     // MARK: Main loop
@@ -215,18 +224,55 @@ final class Session {
         }
     }
 
-    /// Performs one action; returns the event that answers it, if any.
+    /// Performs one action; returns the event that answers it, if any. The actions that
+    /// wait are each a call of their own, kept out of line, and the others are done by
+    /// `performNow`: a session's task keeps the largest frames it has ever called for as
+    /// long as it lives, so this dispatcher must not take in its callees' locals (inlined,
+    /// they made it 2.5 KB; with `runStage` and `PolicyRun.run` a third of an idle
+    /// connection's memory).
+    @inline(never)
     func perform(_ action: SMTPServerAction) async -> SMTPServerEvent? {
         switch action {
-        case .send(let r):
-            do {
-                try await outbound.write(ByteBuffer(string: (shared.config.log.idInReplies ? r.referencing(id) : r).encoded))
-                return nil
-            } catch {
-                return .closed(byServer: handle.closedByServer, detail: "write failed: \(error)")
-            }
-        case .runStage(let stage):
-            return .stageDone(stage, await runStage(stage))
+        case .send(let r): return await send(r)
+        case .runStage(let stage): return await stageDone(stage)
+        case .verifyRecipient(let to): return await verifyRecipient(to)
+        case .commit(let t): return await commit(t)
+        case .deliver(let t): return await deliver(t)
+        case .checkCredentials(let c): return await checkCredentials(c)
+        default: return performNow(action)
+        }
+    }
+
+    @inline(never)
+    func send(_ r: SMTPReply) async -> SMTPServerEvent? {
+        do {
+            try await outbound.write(ByteBuffer(string: (shared.config.log.idInReplies ? r.referencing(id) : r).encoded))
+            return nil
+        } catch {
+            return .closed(byServer: handle.closedByServer, detail: "write failed: \(error)")
+        }
+    }
+
+    @inline(never)
+    func stageDone(_ stage: Stage) async -> SMTPServerEvent {
+        .stageDone(stage, await runStage(stage))
+    }
+
+    @inline(never)
+    func verifyRecipient(_ to: Mailbox) async -> SMTPServerEvent {
+        guard let t = machine.transaction,
+              let (target, r) = await shared.forwarder.verifyRecipient(sender: t.sender, parameters: t.parameters, recipient: to)
+        else { return .recipientVerified(target: "", reply: nil) }
+        return .recipientVerified(target: target, reply: r)
+    }
+
+    /// The actions done at once.
+    @inline(never)
+    func performNow(_ action: SMTPServerAction) -> SMTPServerEvent? {
+        switch action {
+        case .send, .runStage, .verifyRecipient, .commit, .deliver, .checkCredentials:
+            // They wait: `perform` does them.
+            return nil
         case .openTransaction:
             guard shared.registry.beginTransaction(handle) else { return .transactionOpened(false) }
             run.beginTransaction()
@@ -242,22 +288,11 @@ final class Session {
             chunks = nil
             if shared.registry.endTransaction(handle) { shutdownAfterTransaction = true }
             return nil
-        case .verifyRecipient(let to):
-            guard let t = machine.transaction,
-                  let (target, r) = await shared.forwarder.verifyRecipient(sender: t.sender, parameters: t.parameters, recipient: to)
-            else { return .recipientVerified(target: "", reply: nil) }
-            return .recipientVerified(target: target, reply: r)
         case .admitData:
             return admitData()
         case .receiveData, .receiveChunk, .discardChunk:
             // The run loop reads the message in the phase these leave the machine in.
             return nil
-        case .commit(let t):
-            return await commit(t)
-        case .deliver(let t):
-            return await deliver(t)
-        case .checkCredentials(let c):
-            return await checkCredentials(c)
         case .authFailed(let c, let result):
             reportAuthFailure(c, result: result)
             return nil
@@ -276,9 +311,11 @@ final class Session {
     // MARK: Stages
 
     /// The check context: the client's facts, the machine's state, the message's facts.
+    @inline(never)
     func context() -> CheckContext { client.at(machine, message: message, score: run.score) }
 
     /// Runs a stage of the policy, logging every verdict.
+    @inline(never)
     func runStage(_ stage: Stage) async -> SMTPStageOutcome {
         let extra = stageContext(stage)
         let d = await run.run(stage, context: context()) { v in logVerdict(v, extra: extra) }
@@ -301,6 +338,7 @@ final class Session {
 
     /// The decision is made durable before anything goes downstream: once the downstream
     /// has said 250 no log trouble may turn it into a 451 (and a second copy on retry).
+    @inline(never)
     func commit(_ t: SMTPTransaction) async -> SMTPServerEvent {
         do {
             try await shared.log.appendDurably(record("transaction.commit", [
@@ -312,6 +350,7 @@ final class Session {
         }
     }
 
+    @inline(never)
     func deliver(_ t: SMTPTransaction) async -> SMTPServerEvent {
         guard let spool else { return .delivered(SMTPDeliveryReport(action: "tempfail", reply: .localError)) }
         let prefix = ReceivedField.text(transaction: t, dialect: listener.dialect, extended: machine.extended, helo: machine.helo,

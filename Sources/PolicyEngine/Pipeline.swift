@@ -247,6 +247,7 @@ public struct Pipeline: Sendable {
         return outcome
     }
 
+    @inline(never)
     func evaluate(_ check: any Check, stage: Stage, context: CheckContext) async -> CheckResult {
         if !check.waits { return await check.evaluate(stage: stage, context: context) }
         // Race the check against its budget without waiting for a check that ignores

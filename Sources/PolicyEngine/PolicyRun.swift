@@ -56,9 +56,9 @@ public final class PolicyRun {
     var connectFacts: [String: FactValue] = [:]
     var heloFacts: [String: FactValue] = [:]
     var transactionFacts: [String: FactValue] = [:]
-    private(set) var connectScore = 0.0
-    private(set) var heloScore = 0.0
-    public private(set) var transactionScore = 0.0
+    var connectScore = 0.0
+    var heloScore = 0.0
+    public internal(set) var transactionScore = 0.0
     var connectAccepted = false
     var heloAccepted = false
     var transactionAccepted = false
@@ -143,6 +143,7 @@ public final class PolicyRun {
 
     /// A rule said `greylist`: the greylist check greylists the triplet now, its store's
     /// failure handled by the check's onError.
+    @inline(never)
     func greylist(_ stage: Stage, _ ctx: CheckContext) async -> CheckResult? {
         guard let pc = policy.checks.first(where: { $0.check.name == "greylist" }), let g = pc.check as? RuleGreylisting else { return nil }
         var r = await g.greylist(stage: stage, context: ctx)
@@ -151,215 +152,40 @@ public final class PolicyRun {
     }
 
     /// Runs one stage: its checks, then its rules, then (at the end of data) the thresholds.
+    /// Only the checks and a rule's `greylist` wait; everything else is in synchronous steps
+    /// (`PolicyRun+Stage.swift`) and the stage's state is one object on the heap, so this
+    /// function's async frame, which a session's task keeps for as long as it lives, stays
+    /// small (it was 13.5 KB, a third of an idle connection's memory).
     public func run(_ stage: Stage, context: CheckContext, record: (PolicyVerdict) -> Void) async -> StageDecision {
-        var ctx = context
-        ctx.score = score
-        if ctx.clientPTR == nil { ctx.clientPTR = clientPTR }
-        var decision = StageDecision()
+        let w = StageWork(stage: stage, context: context, run: self)
+        if let d = deferredAtRCPT(w, record: record) { return d }
+        if sessionAccepted || (transactionAccepted && stage >= .mail) { return w.decision }
+        await runChecks(w)
+        keepFacts(of: w)
+        await runRules(w)
+        return conclude(w, record: record)
+    }
 
-        // A rejection deferred to RCPT is given now, except to postmaster.
-        if stage == .rcpt, let d = deferred, d.at == .rcpt, let reply = d.action.reply {
-            if PolicyRun.isPostmaster(ctx.recipient, local: isLocalDomain) {
-                record(PolicyVerdict(stage: .rcpt, check: "policy", rule: nil, result: "postmaster", action: "continue",
-                                     reason: "deferred \(d.action.name) by \(d.by) not applied to postmaster"))
-            } else {
-                record(PolicyVerdict(stage: .rcpt, check: "policy", rule: nil, result: "deferred", action: d.action.name, reply: reply,
-                                     reason: "decided at \(d.from.rawValue) by \(d.by)\(d.reason.map { ": \($0)" } ?? "")"))
-                decision.action = d.action
-                return decision
-            }
-        }
-        if sessionAccepted || (transactionAccepted && stage >= .mail) { return decision }
-
-        // 1. Checks, in order, until one decides.
-        var checkVerdicts: [PolicyVerdict] = []
-        var candidate: (action: Action, by: Int, reason: String?, deferTo: Stage?)?
-        var stageFacts: [String: FactValue] = [:]
-        for pc in policy.checks where pc.check.stages.contains(stage) {
-            let check = pc.check
+    /// The stage's checks, in order, until one decides.
+    @inline(never)
+    func runChecks(_ w: StageWork) async {
+        for pc in policy.checks where pc.check.stages.contains(w.stage) {
             let start = ContinuousClock.now
             let localFailuresBefore = DNSResolver.localFailures
-            var r = await pipeline.evaluate(check, stage: stage, context: ctx)
-            let micros = PolicyRun.micros(ContinuousClock.now - start)
-            // Out of descriptors or DNS capacity is the gateway's own trouble: never a pass.
-            PolicyRun.applyOnError(&r, r.backendError && DNSResolver.localFailures != localFailuresBefore ? .tempfail : pc.onError)
-            if let ptr = r.clientPTR, !ptr.isEmpty {
-                clientPTR = ptr
-                ctx.clientPTR = ptr
-            }
-            stageFacts["\(check.name).result"] = .string(r.result)
-            stageFacts["\(check.name).reason"] = .string(r.reason ?? "")
-            for (k, v) in r.facts { stageFacts["\(check.name).\(k)"] = v }
-            ctx.score += r.score
-            decision.headers += r.headers
-            checkVerdicts.append(PolicyVerdict(stage: stage, check: check.name, rule: nil, result: r.result, action: r.action.name,
-                                               reply: r.action.reply, reason: r.reason, score: r.score, durationMicros: micros))
-            if case .continue = r.action { continue }
-            candidate = (r.action, checkVerdicts.count - 1, r.reason, r.deferTo)
-            break
+            let r = await pipeline.evaluate(pc.check, stage: w.stage, context: w.ctx)
+            let localFailure = DNSResolver.localFailures != localFailuresBefore
+            if take(r, of: pc, into: w, micros: PolicyRun.micros(ContinuousClock.now - start), localFailure: localFailure) { return }
         }
-        switch stage {
-        case .connect: connectFacts.merge(stageFacts) { _, new in new }
-        case .helo: heloFacts.merge(stageFacts) { _, new in new }
-        default: transactionFacts.merge(stageFacts) { _, new in new }
-        }
+    }
 
-        // 2. Rules, in order, until one decides.
-        var ruleVerdicts: [PolicyVerdict] = []
-        var ruleDecision: (action: Action, rule: CompiledRule)?
-        let monitorAll = policy.monitor
-        for rule in policy.rules where rule.stage == stage {
-            let facts: (String) -> FactValue? = { [ctx] name in self.fact(name, ctx) }
-            guard rule.fires(facts) else { continue }
-            var v = PolicyVerdict(stage: stage, check: "policy", rule: rule.name, place: rule.place, result: "match", action: "continue")
-            v.facts = rule.readValues(facts)
-            var terminal: Action?
-            var greylistAsked = false
-            for a in rule.actions {
-                switch a {
-                case .score(let s):
-                    v.score += s
-                case .header(let n, let t):
-                    v.headers.append(HeaderField(n, t.render(facts)))
-                case .log(let t):
-                    v.reason = t?.render(facts)
-                case .accept: terminal = .accept
-                case .reject(let t): terminal = .reject(t.render(facts))
-                case .tempfail(let t): terminal = .tempfail(t.render(facts))
-                case .greylist: greylistAsked = true
-                }
-            }
-            if greylistAsked {
-                if rule.monitor {
-                    terminal = .tempfail(SMTPReply(451, "4.7.1", "Greylisted, try again later"))
-                } else if let r = await greylist(stage, ctx) {
-                    v.result = "greylist \(r.result)"
-                    v.reason = r.reason
-                    if case .continue = r.action {} else { terminal = r.action }
-                }
-            }
-            if rule.monitor {
-                // Nothing of a monitored rule takes effect; the record says what would have.
-                var would: [String] = []
-                if let t = terminal { would.append(t.reply.map { "\(t.name) \($0.summary)" } ?? t.name) }
-                if v.score != 0 { would.append("score \(v.score > 0 ? "+" : "")\(FactValue.format(v.score))") }
-                for h in v.headers { would.append("header \(h.name)") }
-                v.would = would.isEmpty ? nil : would.joined(separator: "; ")
-                v.action = "continue"
-                v.score = 0
-                v.headers = []
-                ruleVerdicts.append(v)
-                continue
-            }
-            ctx.score += v.score
-            if monitorAll && !v.headers.isEmpty {
-                v.would = v.headers.map { "header \($0.name): \($0.value)" }.joined(separator: "; ")
-                v.headers = []
-            } else {
-                decision.headers += v.headers
-            }
-            if let t = terminal {
-                v.action = t.name
-                v.reply = t.reply
-                ruleVerdicts.append(v)
-                ruleDecision = (t, rule)
-                break
-            }
-            v.action = v.score != 0 ? "score" : (v.headers.isEmpty ? "log" : "header")
-            ruleVerdicts.append(v)
+    /// The stage's rules, in order, until one decides.
+    @inline(never)
+    func runRules(_ w: StageWork) async {
+        for rule in policy.rules where rule.stage == w.stage {
+            guard var fired = fire(rule, w) else { continue }
+            if fired.greylistAsked && !rule.monitor, let r = await greylist(w.stage, w.ctx) { fired.greylisted(r) }
+            if take(fired, of: rule, into: w) { return }
         }
-
-        // A rule's decision overrides the check's.
-        var final: Action = .continue
-        var decidedBy = ""
-        var deferTo: Stage? = nil
-        var reason: String?
-        if let (a, rule) = ruleDecision {
-            final = a
-            decidedBy = "rule \(rule.name)"
-            deferTo = rule.deferTo
-            if let c = candidate, c.action != a {
-                checkVerdicts[c.by].overriddenBy = rule.name
-                checkVerdicts[c.by].action = "continue"
-            }
-        } else if let c = candidate {
-            final = c.action
-            decidedBy = "check \(checkVerdicts[c.by].check)"
-            reason = c.reason
-            deferTo = c.deferTo
-        }
-
-        // 3. Thresholds, at the end of data.
-        var thresholdVerdict: PolicyVerdict?
-        if stage == .message, case .continue = final, !policy.thresholds.isEmpty {
-            let total = ctx.score
-            let t = policy.thresholds
-            let s = FactValue.format(total)
-            var v = PolicyVerdict(stage: stage, check: "policy", rule: "thresholds", result: "score \(s)", action: "continue", score: 0)
-            if let r = t.reject, total >= r {
-                final = .reject(SMTPReply(550, "5.7.1", "Message refused as spam (score \(s))"))
-                v.reason = "score \(s) >= reject \(FactValue.format(r))"
-            } else if let tf = t.tempfail, total >= tf {
-                final = .tempfail(SMTPReply(451, "4.7.1", "Message deferred as likely spam (score \(s)), try again later"))
-                v.reason = "score \(s) >= tempfail \(FactValue.format(tf))"
-            } else if let h = t.header, total >= h {
-                v.reason = "score \(s) >= header \(FactValue.format(h))"
-                let h = [HeaderField("X-Spam-Flag", "YES"), HeaderField("X-Spam-Score", s)]
-                if monitorAll {
-                    v.would = h.map { "header \($0.name): \($0.value)" }.joined(separator: "; ")
-                } else {
-                    v.headers = h
-                    v.action = "header"
-                    decision.headers += h
-                }
-            } else {
-                v.reason = "score \(s) below every threshold"
-            }
-            if final.reply != nil {
-                v.action = final.name
-                v.reply = final.reply
-                decidedBy = "thresholds"
-            }
-            thresholdVerdict = v
-        }
-
-        // 4. Monitor mode and deferral turn a refusal into a record.
-        var verdicts = checkVerdicts + ruleVerdicts + (thresholdVerdict.map { [$0] } ?? [])
-        let lastIndex = verdicts.lastIndex { $0.action == final.name && final.reply != nil && $0.reply == final.reply }
-        if let reply = final.reply {
-            if monitorAll {
-                if let i = lastIndex {
-                    verdicts[i].would = "\(final.name) \(reply.summary)"
-                    verdicts[i].action = "continue"
-                }
-                final = .continue
-            } else if stage <= .mail, let to = deferTo ?? policy.deferRejection {
-                deferred = Deferred(action: final, at: to, from: stage, by: decidedBy, reason: reason)
-                if let i = lastIndex {
-                    verdicts[i].action = "defer"
-                    verdicts[i].deferredTo = to
-                }
-                final = .continue
-            }
-        }
-        if case .accept = final {
-            deferred = nil
-            switch stage {
-            case .connect: connectAccepted = true
-            case .helo: heloAccepted = true
-            case .rcpt: break
-            default: transactionAccepted = true
-            }
-        }
-        let stageScore = ctx.score - score
-        switch stage {
-        case .connect: connectScore += stageScore; deferredAfterConnect = deferred
-        case .helo: heloScore += stageScore
-        default: transactionScore += stageScore
-        }
-        for v in verdicts { record(v) }
-        decision.action = final
-        return decision
     }
 
     static func micros(_ d: Duration) -> Int {
