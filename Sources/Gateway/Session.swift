@@ -121,10 +121,7 @@ final class Session {
     // MARK: Main loop
 
     func run(_ inbound: inout Inbound, local: SocketAddress?) async {
-        log("session.open", [("port", .int(client.clientPort)), ("listener", .string(listener.name)),
-                             ("protocol", .string(listener.dialect.rawValue)),
-                             ("local", .string(local.map { $0.pathname.map { "unix:\($0)" } ?? "\($0.ipAddress ?? ""):\($0.port ?? 0)" } ?? ""))]
-            + (proxy.map { [("proxy", $0)] } ?? []) + policyFields)
+        logOpen(local: local)
         if listener.tls.mode == .implicit {
             // TLS from the first byte: the greeting waits for the handshake.
             await awaitHandshake(&inbound)
@@ -154,6 +151,16 @@ final class Session {
                 return
             }
         }
+    }
+
+    /// The session's first record (out of line: its temporaries would otherwise be laid
+    /// out in `run`'s async frame).
+    @inline(never)
+    func logOpen(local: SocketAddress?) {
+        log("session.open", [("port", .int(client.clientPort)), ("listener", .string(listener.name)),
+                             ("protocol", .string(listener.dialect.rawValue)),
+                             ("local", .string(local.map { $0.pathname.map { "unix:\($0)" } ?? "\($0.ipAddress ?? ""):\($0.port ?? 0)" } ?? ""))]
+            + (proxy.map { [("proxy", $0)] } ?? []) + policyFields)
     }
 
     /// The next line, as a command event (or a line of DATA's text), or the event that
@@ -234,12 +241,23 @@ final class Session {
     func perform(_ action: SMTPServerAction) async -> SMTPServerEvent? {
         switch action {
         case .send(let r): return await send(r)
-        case .runStage(let stage): return await stageDone(stage)
+        case .runStage(let stage):
+            if let d = runStageNow(stage) { return .stageDone(stage, d) }
+            return await stageDone(stage)
         case .verifyRecipient(let to): return await verifyRecipient(to)
-        case .commit(let t): return await commit(t)
-        case .deliver(let t): return await deliver(t)
+        case .commit, .deliver: return await forward(action)
         case .checkCredentials(let c): return await checkCredentials(c)
         default: return performNow(action)
+        }
+    }
+
+    /// Commit and deliver: their transaction (232 octets) is unboxed here, not in `perform`.
+    @inline(never)
+    func forward(_ action: SMTPServerAction) async -> SMTPServerEvent? {
+        switch action {
+        case .commit(let t): return await commit(t)
+        case .deliver(let t): return await deliver(t)
+        default: return nil
         }
     }
 
@@ -319,6 +337,15 @@ final class Session {
     func runStage(_ stage: Stage) async -> SMTPStageOutcome {
         let extra = stageContext(stage)
         let d = await run.run(stage, context: context()) { v in logVerdict(v, extra: extra) }
+        return SMTPStageOutcome(action: d.action.name, reply: d.action.reply, headers: d.headers)
+    }
+
+    /// The same for a stage where nothing waits; nil where something may.
+    @inline(never)
+    func runStageNow(_ stage: Stage) -> SMTPStageOutcome? {
+        guard !run.waits(at: stage) else { return nil }
+        let extra = stageContext(stage)
+        guard let d = run.runNow(stage, context: context(), record: { v in logVerdict(v, extra: extra) }) else { return nil }
         return SMTPStageOutcome(action: d.action.name, reply: d.action.reply, headers: d.headers)
     }
 

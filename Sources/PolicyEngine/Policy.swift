@@ -83,6 +83,11 @@ public final class CompiledPolicy: Sendable {
     public let checkTimeout: Duration
     /// Files read, for `policy check` and the watcher.
     public let files: [String]
+    /// The checks as one pipeline, and the stages that have a check or a rule: made once
+    /// here, not for every session.
+    let pipeline: Pipeline
+    let checkStages: Set<Stage>
+    let ruleStages: Set<Stage>
 
     public init(name: String, version: String, path: String?, description: String = "", monitor: Bool = false,
                 deferRejection: Stage? = nil, checks: [PolicyCheck], rules: [CompiledRule] = [],
@@ -98,6 +103,9 @@ public final class CompiledPolicy: Sendable {
         self.thresholds = thresholds
         self.checkTimeout = checkTimeout
         self.files = files
+        pipeline = Pipeline(checks: checks.map(\.check), checkTimeout: checkTimeout)
+        checkStages = checks.reduce(into: []) { $0.formUnion($1.check.stages) }
+        ruleStages = Set(rules.map(\.stage))
     }
 
     public func rules(at stage: Stage) -> [CompiledRule] { rules.filter { $0.stage == stage } }

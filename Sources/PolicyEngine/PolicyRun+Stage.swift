@@ -22,14 +22,17 @@ final class StageWork {
     }
 }
 
-/// A rule whose condition held, before its effects are applied.
-struct FiredRule {
+/// A rule whose condition held, before its effects are applied (an object: it is held
+/// across the rule's `greylist`, in `runRules`' frame).
+final class FiredRule {
     var verdict: PolicyVerdict
     var terminal: Action?
     var greylistAsked = false
 
+    init(verdict: PolicyVerdict) { self.verdict = verdict }
+
     /// The greylist check's answer to the rule's `greylist`.
-    mutating func greylisted(_ r: CheckResult) {
+    func greylisted(_ r: CheckResult) {
         verdict.result = "greylist \(r.result)"
         verdict.reason = r.reason
         if case .continue = r.action {} else { terminal = r.action }
@@ -39,8 +42,16 @@ struct FiredRule {
 // The synchronous steps of `PolicyRun.run`. They are kept out of line: inlined into the
 // async driver, their locals would be laid out in its frame.
 extension PolicyRun {
-    /// A rejection deferred to RCPT is given now, except to postmaster.
+    /// The stage's decision before any check, if there is one: a rejection deferred to
+    /// RCPT, or nothing to do once the session or the transaction was accepted.
     @inline(never)
+    func begin(_ w: StageWork, record: (PolicyVerdict) -> Void) -> StageDecision? {
+        if let d = deferredAtRCPT(w, record: record) { return d }
+        if sessionAccepted || (transactionAccepted && w.stage >= .mail) { return w.decision }
+        return nil
+    }
+
+    /// A rejection deferred to RCPT is given now, except to postmaster.
     func deferredAtRCPT(_ w: StageWork, record: (PolicyVerdict) -> Void) -> StageDecision? {
         guard w.stage == .rcpt, let d = deferred, d.at == .rcpt, let reply = d.action.reply else { return nil }
         if PolicyRun.isPostmaster(w.ctx.recipient, local: isLocalDomain) {
@@ -95,7 +106,7 @@ extension PolicyRun {
     func fire(_ rule: CompiledRule, _ w: StageWork) -> FiredRule? {
         let facts: (String) -> FactValue? = { [ctx = w.ctx] name in self.fact(name, ctx) }
         guard rule.fires(facts) else { return nil }
-        var f = FiredRule(verdict: PolicyVerdict(stage: w.stage, check: "policy", rule: rule.name, place: rule.place,
+        let f = FiredRule(verdict: PolicyVerdict(stage: w.stage, check: "policy", rule: rule.name, place: rule.place,
                                                  result: "match", action: "continue"))
         f.verdict.facts = rule.readValues(facts)
         for a in rule.actions {

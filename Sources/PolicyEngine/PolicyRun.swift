@@ -39,7 +39,6 @@ public struct StageDecision: Sendable {
 /// one session; not shared.
 public final class PolicyRun {
     public let policy: CompiledPolicy
-    let pipeline: Pipeline
     let isLocalDomain: @Sendable (String) -> Bool
 
     struct Deferred {
@@ -70,9 +69,10 @@ public final class PolicyRun {
 
     public init(policy: CompiledPolicy, isLocalDomain: @escaping @Sendable (String) -> Bool) {
         self.policy = policy
-        self.pipeline = Pipeline(checks: policy.checks.map(\.check), checkTimeout: policy.checkTimeout)
         self.isLocalDomain = isLocalDomain
     }
+
+    var pipeline: Pipeline { policy.pipeline }
 
     public var sessionScore: Double { connectScore + heloScore }
     public var score: Double { sessionScore + transactionScore }
@@ -144,9 +144,9 @@ public final class PolicyRun {
     /// A rule said `greylist`: the greylist check greylists the triplet now, its store's
     /// failure handled by the check's onError.
     @inline(never)
-    func greylist(_ stage: Stage, _ ctx: CheckContext) async -> CheckResult? {
+    func greylist(_ w: StageWork) async -> CheckResult? {
         guard let pc = policy.checks.first(where: { $0.check.name == "greylist" }), let g = pc.check as? RuleGreylisting else { return nil }
-        var r = await g.greylist(stage: stage, context: ctx)
+        var r = await g.greylist(stage: w.stage, context: w.ctx)
         PolicyRun.applyOnError(&r, pc.onError)
         return r
     }
@@ -158,11 +158,28 @@ public final class PolicyRun {
     /// small (it was 13.5 KB, a third of an idle connection's memory).
     public func run(_ stage: Stage, context: CheckContext, record: (PolicyVerdict) -> Void) async -> StageDecision {
         let w = StageWork(stage: stage, context: context, run: self)
-        if let d = deferredAtRCPT(w, record: record) { return d }
-        if sessionAccepted || (transactionAccepted && stage >= .mail) { return w.decision }
-        await runChecks(w)
+        if let d = begin(w, record: record) { return d }
+        // A stage with no check (or no rule) calls no async step: their frames would stay
+        // in the session's task for its whole life.
+        if policy.checkStages.contains(stage) { await runChecks(w) }
         keepFacts(of: w)
-        await runRules(w)
+        if policy.ruleStages.contains(stage) { await runRules(w) }
+        return conclude(w, record: record)
+    }
+
+    /// Whether `run` may wait at this stage: a check or a rule (which may greylist) is there.
+    public func waits(at stage: Stage) -> Bool {
+        policy.checkStages.contains(stage) || policy.ruleStages.contains(stage)
+    }
+
+    /// `run` for a stage where nothing waits (`waits(at:)` false), without an `await`: a
+    /// session calls it so that a stage with nothing to ask costs its task no frames.
+    /// Nil where something could wait.
+    public func runNow(_ stage: Stage, context: CheckContext, record: (PolicyVerdict) -> Void) -> StageDecision? {
+        guard !waits(at: stage) else { return nil }
+        let w = StageWork(stage: stage, context: context, run: self)
+        if let d = begin(w, record: record) { return d }
+        keepFacts(of: w)
         return conclude(w, record: record)
     }
 
@@ -182,8 +199,8 @@ public final class PolicyRun {
     @inline(never)
     func runRules(_ w: StageWork) async {
         for rule in policy.rules where rule.stage == w.stage {
-            guard var fired = fire(rule, w) else { continue }
-            if fired.greylistAsked && !rule.monitor, let r = await greylist(w.stage, w.ctx) { fired.greylisted(r) }
+            guard let fired = fire(rule, w) else { continue }
+            if fired.greylistAsked && !rule.monitor, let r = await greylist(w) { fired.greylisted(r) }
             if take(fired, of: rule, into: w) { return }
         }
     }

@@ -115,6 +115,28 @@ import SMTPProtocol
         #expect(run.atDataCommand(ctx) { _ in } == nil)
     }
 
+    /// A stage with no check and no rule is decided by `runNow`, without an `await`, the
+    /// same as by `run`: a deferred rejection is still given there.
+    @Test func aStageWhereNothingWaitsIsDecidedAtOnce() async throws {
+        let d = try PolicyDir(["p.yaml": "name: t\ndeferRejection: rcpt\nchecks: [helo]\n"])
+        let run = PolicyRun(policy: try d.load(), isLocalDomain: { $0 == "example.org" })
+        var ctx = CheckContext(sessionID: "s", listener: "l", clientIP: IPAddress("192.0.2.9")!, clientPort: 1, clientAuthorized: false, maxMessageSize: 0)
+        ctx.helo = "bad_helo"
+        #expect(!run.waits(at: .connect))
+        #expect(run.waits(at: .helo))
+        #expect(run.runNow(.helo, context: ctx) { _ in } == nil)
+        var records: [PolicyVerdict] = []
+        #expect(run.runNow(.connect, context: ctx) { records.append($0) }?.action == .continue)
+        #expect(records.isEmpty)
+        #expect(await run.run(.helo, context: ctx) { _ in }.action == .continue)
+        run.beginTransaction()
+        #expect(run.runNow(.mail, context: ctx) { _ in }?.action == .continue)
+        ctx.recipient = Mailbox(localPart: "bob", domain: "example.org")
+        let rcpt = run.runNow(.rcpt, context: ctx) { records.append($0) }
+        #expect(rcpt?.action.reply?.summary == "501 5.5.2 Helo command rejected: Invalid name")
+        #expect(records.map(\.result) == ["deferred"])
+    }
+
     @Test func aMailStageDeferralEndsWithTheTransaction() async throws {
         let d = try PolicyDir.rules("rule bounce at mail defer when sender.null reject 550 5.7.1 \"no bounces\"\n")
         let run = PolicyRun(policy: try d.load(), isLocalDomain: { _ in true })

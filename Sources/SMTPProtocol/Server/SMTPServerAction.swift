@@ -1,5 +1,7 @@
 /// What the driver must do for the state machine, in order. Those marked "answer" are
-/// followed by the event named, before any other.
+/// followed by the event named, before any other. The cases with a transaction or a
+/// decision are boxed: an action is kept across `await`s in the driver's async frames,
+/// which a session's task keeps for its whole life (280 octets inline, 57 boxed).
 public enum SMTPServerAction: Sendable, Equatable {
     /// Write a reply.
     case send(SMTPReply)
@@ -26,18 +28,18 @@ public enum SMTPServerAction: Sendable, Equatable {
     /// still read), then feed `chunkEnded`.
     case discardChunk(BDATCommand)
     /// Make the decision to forward this transaction durable; answer `committed`.
-    case commit(SMTPTransaction)
+    indirect case commit(SMTPTransaction)
     /// Forward the message; answer `delivered`.
-    case deliver(SMTPTransaction)
+    indirect case deliver(SMTPTransaction)
     /// Check a user's password (off the event loop, counting failures per client address);
     /// answer `credentialsChecked`.
     case checkCredentials(SMTPCredentials)
     /// An AUTH attempt failed: tell the operator's tools (fail2ban), besides the log.
     case authFailed(SMTPCredentials, result: String)
     /// Log a decision of the session.
-    case log(SMTPDecision)
+    indirect case log(SMTPDecision)
     /// Log the transaction's outcome.
-    case logTransaction(SMTPTransaction, action: String, reply: SMTPReply)
+    indirect case logTransaction(SMTPTransaction, action: String, reply: SMTPReply)
     /// Log the end of the session and close the connection.
     case close(SMTPCloseReason, detail: String?)
 }
