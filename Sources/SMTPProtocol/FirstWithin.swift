@@ -4,20 +4,19 @@ import Foundation
 /// The value of `work`, or `fallback()` once `timeout` has passed since `work` started,
 /// whichever comes first. It never waits for a `work` that ignores cancellation (a DNS
 /// query, a check blocked in a C library): the loser is cancelled and left to finish on its
-/// own. The deadline fires on a Dispatch queue, off the cooperative pool (work that blocks
-/// the pool's threads cannot hold it back), and it is cancelled as soon as `work` answers,
-/// so a race that `work` wins leaves nothing behind (a timer left to its deadline keeps its
-/// closure and the continuation's context alive: at 3,000 checks a second and a 30 s
-/// budget, that is 90,000 pending timers).
+/// own. The deadline is set before the work's task is created and fires on a Dispatch
+/// queue, off the cooperative pool: a pool whose threads are all blocked delays neither
+/// (the budget bounds how long the caller waits, queueing included). It is cancelled as
+/// soon as `work` answers, so a race that `work` wins leaves nothing behind (a timer left
+/// to its deadline keeps its closure and the continuation's context alive: at 3,000 checks
+/// a second and a 30 s budget, that is 90,000 pending timers).
 public func firstWithin<T: Sendable>(_ timeout: Duration, or fallback: @escaping @Sendable () -> T,
                                      _ work: @escaping @Sendable () async -> T) async -> T {
     let race = DeadlineRace<T>()
     return await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
         race.begin(c)
-        race.setWork(Task {
-            race.arm(after: timeout, fallback)
-            race.finish(await work())
-        })
+        race.arm(after: timeout, fallback)
+        race.setWork(Task { race.finish(await work()) })
     }
 }
 
@@ -42,7 +41,7 @@ final class DeadlineRace<T: Sendable>: @unchecked Sendable {
         if cancel { t.cancel() }
     }
 
-    /// Starts the deadline; called by the work's task before it runs the work.
+    /// Starts the deadline, before the work's task exists.
     func arm(after timeout: Duration, _ fallback: @escaping @Sendable () -> T) {
         let id = Deadlines.shared.add(after: timeout) { self.expire(fallback) }
         let armed: Bool = lock.withLock {
@@ -79,13 +78,22 @@ final class DeadlineRace<T: Sendable>: @unchecked Sendable {
 /// is only moved when a deadline comes before the one it is set for (a shorter budget), so
 /// races that finish in time cost no timer work at all (a Dispatch source per race woke
 /// Dispatch's manager thread twice per check: 5% of the gateway's CPU with every check on).
-/// The timer fires at most `slack` late, and fires for deadlines already cancelled at most
-/// once per budget.
+/// A deadline fires at most `slack` late, never early; the timer wakes for deadlines
+/// already cancelled at most once per budget.
 final class Deadlines: @unchecked Sendable {
     typealias ID = UInt64
     static let shared = Deadlines()
-    /// How late a deadline may fire: deadlines this close together share one wake-up.
+    /// How late a deadline may fire (Dispatch's leeway): deadlines this close share a wake-up.
     static let slack: UInt64 = 5_000_000
+    /// Dispatch reads an uptime with bit 62 or 63 set as another clock's time (one already
+    /// past): a deadline that far is "never", and the timer is not set for it.
+    static let never = UInt64.max
+
+    /// The uptime (ns) `timeout` after `now`; `never` past Dispatch's range.
+    static func deadline(after timeout: Duration, now: UInt64) -> UInt64 {
+        let (at, o) = now.addingReportingOverflow(UInt64(timeout.saturatingNanoseconds))
+        return o || at >= 1 << 62 ? never : at
+    }
 
     private struct Entry { var at: UInt64; var action: @Sendable () -> Void }
     private let lock = NSLock()
@@ -97,9 +105,7 @@ final class Deadlines: @unchecked Sendable {
     private var timer: DispatchSourceTimer?
 
     func add(after timeout: Duration, _ action: @escaping @Sendable () -> Void) -> ID {
-        let now = DispatchTime.now().uptimeNanoseconds
-        let (at, o) = now.addingReportingOverflow(UInt64(timeout.saturatingNanoseconds))
-        let deadline = o ? UInt64.max : at
+        let deadline = Self.deadline(after: timeout, now: DispatchTime.now().uptimeNanoseconds)
         return lock.withLock {
             nextID &+= 1
             pending[nextID] = Entry(at: deadline, action: action)
@@ -114,6 +120,7 @@ final class Deadlines: @unchecked Sendable {
 
     /// With the lock held.
     private func setTimer(_ at: UInt64) {
+        guard at != Self.never else { return }
         armedAt = at
         let t: DispatchSourceTimer
         if let timer { t = timer } else {
@@ -130,15 +137,10 @@ final class Deadlines: @unchecked Sendable {
     private func fire() {
         let due: [Entry] = lock.withLock {
             let now = DispatchTime.now().uptimeNanoseconds
-            let limit = now > UInt64.max - Self.slack ? UInt64.max : now + Self.slack
-            var due: [Entry] = []
-            var next: UInt64?
-            for (id, e) in pending {
-                if e.at <= limit { due.append(e); pending.removeValue(forKey: id) }
-                else if next.map({ e.at < $0 }) ?? true { next = e.at }
-            }
+            let due = pending.values.filter { $0.at <= now }
+            if !due.isEmpty { pending = pending.filter { $0.value.at > now } }
             armedAt = nil
-            if let next { setTimer(next) }
+            if let next = pending.values.lazy.map(\.at).min() { setTimer(next) }
             return due
         }
         for e in due { e.action() }

@@ -76,9 +76,16 @@ import Testing
     }
 
     @Test func aHugeBudgetDoesNotOverflow() async {
-        let v = await firstWithin(.seconds(Int64.max), or: { 0 }) { 7 }
+        let v = await firstWithin(.seconds(Int64.max), or: { 0 }) {
+            try? await Task.sleep(for: .milliseconds(100))
+            return 7
+        }
         #expect(v == 7)
         #expect(Duration.seconds(Int64.max).saturatingNanoseconds == Int.max)
+        // Past Dispatch's range (bit 62) a deadline is "never", not a time already past.
+        #expect(Deadlines.deadline(after: .seconds(Int64.max), now: 1_000) == Deadlines.never)
+        #expect(Deadlines.deadline(after: .seconds(5_000_000_000), now: 1_000) == Deadlines.never)
+        #expect(Deadlines.deadline(after: .seconds(2), now: 1_000) == 2_000_001_000)
         #expect(Duration.milliseconds(-5).saturatingNanoseconds == 0)
         #expect(Duration.milliseconds(1500).saturatingNanoseconds == 1_500_000_000)
     }

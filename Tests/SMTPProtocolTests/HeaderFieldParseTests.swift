@@ -31,6 +31,8 @@ import Testing
 
     @Test func aCollectionWithoutContiguousStorageParsesTheSame() {
         let raw = Array("Received: from a\r\n\tby b\r\n".utf8)
-        #expect(HeaderField.parse(raw.reversed().reversed()) == HeaderField("Received", "from a by b"))
+        let lazy = raw.lazy.map { $0 }
+        #expect(lazy.withContiguousStorageIfAvailable { _ in 0 } == nil)
+        #expect(HeaderField.parse(lazy) == HeaderField("Received", "from a by b"))
     }
 }
