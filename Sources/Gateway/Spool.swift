@@ -63,7 +63,17 @@ public final class MessageSpool: @unchecked Sendable {
     /// Appends one line and its CRLF.
     public func appendLine(_ line: ByteBuffer) {
         guard failed == 0 else { return }
-        if fd < 0 && memory.readableBytes + line.readableBytes + 2 <= memoryLimit {
+        if fd >= 0 {
+            // Spilled: gathered for the next large write, in one pass (each access to a
+            // property of this class is checked for exclusivity at run time).
+            size += line.readableBytes + 2
+            var b = line
+            unwritten.writeBuffer(&b)
+            unwritten.writeStaticString("\r\n")
+            if unwritten.readableBytes >= Self.writeOctets { writeUnwritten() }
+            return
+        }
+        if memory.readableBytes + line.readableBytes + 2 <= memoryLimit {
             size += line.readableBytes + 2
             var b = line
             memory.writeBuffer(&b)
