@@ -37,6 +37,9 @@ public func fuzzData(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                         if event == .end { inData = false }
                         if case .content(let c) = event, reader.inHeader, let f = headers.feed(c.readableBytesView) {
                             _ = AuthenticationResults.claims(f, authservID: "gw.test")
+                            if let h = HeaderField.parse(f) {
+                                precondition(h.name.utf8.count + h.value.utf8.count <= f.count * 3, "a parsed field longer than its octets")
+                            }
                         }
                     }
                 }
