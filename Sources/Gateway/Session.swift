@@ -337,7 +337,7 @@ final class Session {
     func runStage(_ stage: Stage) async -> SMTPStageOutcome {
         let extra = stageContext(stage)
         let d = await run.run(stage, context: context()) { v in logVerdict(v, extra: extra) }
-        return SMTPStageOutcome(action: d.action.name, reply: d.action.reply, headers: d.headers)
+        return SMTPStageOutcome(d)
     }
 
     /// The same for a stage where nothing waits; nil where something may.
@@ -346,7 +346,7 @@ final class Session {
         guard !run.waits(at: stage) else { return nil }
         let extra = stageContext(stage)
         guard let d = run.runNow(stage, context: context(), record: { v in logVerdict(v, extra: extra) }) else { return nil }
-        return SMTPStageOutcome(action: d.action.name, reply: d.action.reply, headers: d.headers)
+        return SMTPStageOutcome(d)
     }
 
     func admitData() -> SMTPServerEvent {

@@ -153,7 +153,7 @@ extension SimulatedSession {
             let d = await run.run(stage, context: context()) { vs.append($0) }
             step?.verdicts += vs
             if stage == .data, let r = d.action.reply { dataRefusal = r }
-            return .stageDone(stage, SMTPStageOutcome(action: d.action.name, reply: d.action.reply, headers: d.headers))
+            return .stageDone(stage, SMTPStageOutcome(d))
         case .openTransaction:
             run.beginTransaction()
             return .transactionOpened(true)
