@@ -111,8 +111,12 @@ public final class CompiledPolicy: Sendable {
     public func rules(at stage: Stage) -> [CompiledRule] { rules.filter { $0.stage == stage } }
 
     public func runs(at stage: Stage) -> Bool {
-        checks.contains { $0.check.stages.contains(stage) } || rules.contains { $0.stage == stage }
-            || (stage == .message && !thresholds.isEmpty)
+        waits(at: stage) || (stage == .message && !thresholds.isEmpty)
+    }
+
+    /// Whether a stage can wait: a check or a rule (which may greylist) is there.
+    public func waits(at stage: Stage) -> Bool {
+        checkStages.contains(stage) || ruleStages.contains(stage)
     }
 
     /// Facts every check of this policy reports, and the session's.

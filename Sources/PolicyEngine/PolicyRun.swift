@@ -167,10 +167,8 @@ public final class PolicyRun {
         return conclude(w, record: record)
     }
 
-    /// Whether `run` may wait at this stage: a check or a rule (which may greylist) is there.
-    public func waits(at stage: Stage) -> Bool {
-        policy.checkStages.contains(stage) || policy.ruleStages.contains(stage)
-    }
+    /// Whether `run` may wait at this stage (`CompiledPolicy.waits(at:)`).
+    public func waits(at stage: Stage) -> Bool { policy.waits(at: stage) }
 
     /// `run` for a stage where nothing waits (`waits(at:)` false), without an `await`: a
     /// session calls it so that a stage with nothing to ask costs its task no frames.
